@@ -1,0 +1,103 @@
+//! Collector flags and env vars, validated into a [`Config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use netmeter_common::kafka::KafkaArgs;
+use netmeter_common::{ConfigError, ServiceArgs};
+
+/// Where deltas go.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Protobuf batches to the raw topic.
+    Kafka,
+    /// One JSON object per connection delta on stdout (debugging, laptops).
+    Stdout,
+}
+
+/// Reads conntrack on one node and publishes per-connection byte/packet deltas.
+#[derive(Parser, Debug)]
+#[command(name = "netmeter-collector", version, about)]
+pub struct Args {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Name of this node (on Kubernetes: spec.nodeName from the downward API); the host name when unset.
+    #[arg(long, env = "NETMETER_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// How often conntrack is read and deltas are published (1s to 1h).
+    #[arg(long, env = "NETMETER_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Read conntrack inside this network namespace (e.g. /run/netns/node-a) instead of our own.
+    #[arg(long, env = "NETMETER_NETNS")]
+    pub netns: Option<PathBuf>,
+    #[arg(long, env = "NETMETER_OUTPUT", value_enum, default_value = "kafka")]
+    pub output: Output,
+}
+
+/// A configuration the collector can run with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceArgs,
+    pub kafka: KafkaArgs,
+    pub node_name: String,
+    pub interval: Duration,
+    pub netns: Option<PathBuf>,
+    pub output: Output,
+}
+
+impl Args {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        self.kafka.validate()?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.interval) {
+            return Err(ConfigError::invalid(
+                "--interval",
+                "NETMETER_INTERVAL",
+                format!("{:?} is outside 1s..1h", self.interval),
+            ));
+        }
+        if let Some(netns) = &self.netns
+            && !netns.exists()
+        {
+            return Err(ConfigError::invalid(
+                "--netns",
+                "NETMETER_NETNS",
+                format!("{} does not exist", netns.display()),
+            ));
+        }
+        let node_name = match self.node_name {
+            Some(name) if !name.trim().is_empty() => name,
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    "--node-name",
+                    "NETMETER_NODE_NAME",
+                    "is empty",
+                ));
+            }
+            None => host_name().ok_or_else(|| {
+                ConfigError::invalid(
+                    "--node-name",
+                    "NETMETER_NODE_NAME",
+                    "not set and the host name is unknown",
+                )
+            })?,
+        };
+        Ok(Config {
+            service: self.service,
+            kafka: self.kafka,
+            node_name,
+            interval: self.interval,
+            netns: self.netns,
+            output: self.output,
+        })
+    }
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,62 @@
+//! Test support for netmeter, reused by every integration test, the local stack command
+//! (`netmeter-stack`) and the demo:
+//!
+//! - [`install`]: puts the real components (tansu broker, ClickHouse 26.7 engine) in a cache.
+//! - [`process`]: child processes we start, end by PID, and never leak.
+//! - [`broker`], [`clickhouse`]: how to run and probe each component.
+//! - [`stack`]: a broker plus ClickHouse on free ports, with the netmeter topics created.
+//! - [`service`]: runs a netmeter binary against a stack and checks its HTTP endpoint.
+
+pub mod broker;
+pub mod clickhouse;
+pub mod install;
+pub mod process;
+pub mod service;
+pub mod stack;
+
+pub use stack::Stack;
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 always works")
+}
+
+/// Polls `ready` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A binary of this workspace, as cargo built it: the current executable if it is that binary,
+/// else its sibling in cargo's target directory (test binaries run from `target/<profile>/deps/`).
+/// `cargo test --workspace` builds every service binary, because each has integration tests.
+pub fn workspace_bin(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.file_name().is_some_and(|n| n == name) {
+        return Ok(exe);
+    }
+    let mut profile_dir = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", exe.display()))?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().unwrap_or(profile_dir);
+    }
+    let bin = profile_dir.join(name);
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --workspace` (or `cargo test --workspace`)",
+        bin.display()
+    );
+    Ok(bin)
+}

@@ -1,0 +1,106 @@
+//! A real broker plus a real ClickHouse on free loopback ports, for one test (or the demo),
+//! with the netmeter topics created. Everything is stopped and deleted on drop.
+
+use std::path::Path;
+use std::time::Duration;
+
+use netmeter_proto::{DEFAULT_TOPIC_PREFIX, Schema};
+
+use crate::process::{Lifetime, ManagedProcess};
+use crate::{broker, clickhouse, free_port, install};
+
+/// Partitions per topic: more than one, so ordering and group tests mean something.
+pub const PARTITIONS: i32 = 6;
+
+/// First start of libchdb maps 566 MB; later starts take < 1 s.
+pub const CLICKHOUSE_START_TIMEOUT: Duration = Duration::from_secs(120);
+pub const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The topics every netmeter deployment has, under the default prefix.
+pub fn default_topics() -> Vec<String> {
+    [Schema::RawV1, Schema::FlowsV1]
+        .iter()
+        .map(|s| s.topic(DEFAULT_TOPIC_PREFIX))
+        .collect()
+}
+
+pub struct Stack {
+    pub broker: ManagedProcess,
+    pub clickhouse: ManagedProcess,
+    pub kafka_port: u16,
+    pub clickhouse_http_port: u16,
+    pub clickhouse_tcp_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts both components on free ports in a fresh temporary directory.
+    pub async fn start() -> anyhow::Result<Stack> {
+        let tansu = install::require(&install::tansu_bin())?;
+        let lib = install::require(&install::chdb_lib())?;
+        let launcher = clickhouse::launcher()?;
+        let dir = tempfile::Builder::new()
+            .prefix("netmeter-stack-")
+            .tempdir()?;
+        let (kafka_port, http_port, tcp_port) = (free_port(), free_port(), free_port());
+        let start = |name: &str, command| {
+            let data = dir.path().join(name);
+            std::fs::create_dir_all(&data)?;
+            ManagedProcess::spawn(
+                name,
+                command,
+                &dir.path().join(format!("{name}.log")),
+                Lifetime::Owned,
+            )
+        };
+        let mut broker = start(
+            "broker",
+            broker::command(&tansu, &dir.path().join("broker"), kafka_port),
+        )?;
+        let mut ch = start(
+            "clickhouse",
+            clickhouse::command(
+                &launcher,
+                &lib,
+                &dir.path().join("clickhouse"),
+                http_port,
+                tcp_port,
+            ),
+        )?;
+        broker.wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(kafka_port))?;
+        ch.wait_ready(CLICKHOUSE_START_TIMEOUT, || clickhouse::is_ready(http_port))?;
+        let stack = Stack {
+            broker,
+            clickhouse: ch,
+            kafka_port,
+            clickhouse_http_port: http_port,
+            clickhouse_tcp_port: tcp_port,
+            dir,
+        };
+        broker::create_topics(&stack.kafka_bootstrap(), &default_topics(), PARTITIONS).await?;
+        Ok(stack)
+    }
+
+    pub fn kafka_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn clickhouse_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.clickhouse_http_port)
+    }
+
+    pub fn clickhouse_client(&self) -> ::clickhouse::Client {
+        ::clickhouse::Client::default().with_url(self.clickhouse_url())
+    }
+
+    /// Where this stack keeps data and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops both components (SIGTERM, then SIGKILL) and deletes their data.
+    pub fn stop(mut self) {
+        self.broker.terminate(Duration::from_secs(5));
+        self.clickhouse.terminate(Duration::from_secs(10));
+    }
+}
