@@ -6,10 +6,13 @@
 //! - [`broker`], [`clickhouse`]: how to run and probe each component.
 //! - [`stack`]: a broker plus ClickHouse on free ports, with the netmeter topics created.
 //! - [`service`]: runs a netmeter binary against a stack and checks its HTTP endpoint.
+//! - [`netns`]: a simulated Kubernetes node in network namespaces, traffic, and a reference
+//!   conntrack reader.
 
 pub mod broker;
 pub mod clickhouse;
 pub mod install;
+pub mod netns;
 pub mod process;
 pub mod service;
 pub mod stack;

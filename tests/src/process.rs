@@ -145,3 +145,34 @@ impl Drop for ManagedProcess {
 pub fn signal(pid: u32, sig: libc::c_int) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
 }
+
+/// A child whose stdout we read when it is done (e.g. `conntrack -E` as a reference reader);
+/// killed on drop.
+pub struct KilledOnDrop(pub Child);
+
+impl KilledOnDrop {
+    /// Interrupts the child (SIGINT: it flushes and exits), then returns everything it printed.
+    pub fn finish(mut self) -> String {
+        signal(self.0.id(), libc::SIGINT);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.0.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        }
+        out
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

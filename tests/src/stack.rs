@@ -26,6 +26,7 @@ pub fn default_topics() -> Vec<String> {
 
 pub struct Stack {
     pub broker: ManagedProcess,
+    tansu: std::path::PathBuf,
     pub clickhouse: ManagedProcess,
     pub kafka_port: u16,
     pub clickhouse_http_port: u16,
@@ -71,6 +72,7 @@ impl Stack {
         ch.wait_ready(CLICKHOUSE_START_TIMEOUT, || clickhouse::is_ready(http_port))?;
         let stack = Stack {
             broker,
+            tansu,
             clickhouse: ch,
             kafka_port,
             clickhouse_http_port: http_port,
@@ -91,6 +93,25 @@ impl Stack {
 
     pub fn clickhouse_client(&self) -> ::clickhouse::Client {
         ::clickhouse::Client::default().with_url(self.clickhouse_url())
+    }
+
+    /// Fault injection: stops the broker (SIGTERM); its data stays.
+    pub fn stop_broker(&mut self) {
+        self.broker.terminate(Duration::from_secs(5));
+    }
+
+    /// Starts the broker again on the same port with the same data.
+    pub fn start_broker(&mut self) -> anyhow::Result<()> {
+        let command = broker::command(
+            &self.tansu,
+            &self.dir.path().join("broker"),
+            self.kafka_port,
+        );
+        let log = self.dir.path().join("broker.log");
+        self.broker = ManagedProcess::spawn("broker", command, &log, Lifetime::Owned)?;
+        let port = self.kafka_port;
+        self.broker
+            .wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(port))
     }
 
     /// Where this stack keeps data and logs.

@@ -1,0 +1,208 @@
+//! The collection loop, on dedicated threads (netlink I/O is blocking): a DESTROY-event reader
+//! and an interval dumper share one [`DeltaTracker`]; each interval's deltas go to a channel.
+//!
+//! Order matters at start: the event socket is open before the baseline dump, so a connection
+//! that ends after the baseline is always seen, by a dump or by its event.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::conntrack::netlink::NetlinkError;
+use crate::conntrack::{ConntrackEntry, ConntrackSocket, DumpMode};
+use crate::delta::{ConntrackDelta, DeltaTracker};
+use crate::output::Interval;
+
+/// Socket buffer for events: bursts of short connections must not overrun it.
+const EVENT_BUFFER_BYTES: usize = 8 << 20;
+
+/// What the collection threads need to know.
+#[derive(Clone, Debug)]
+pub struct CollectSettings {
+    pub netns: Option<std::path::PathBuf>,
+    pub interval: Duration,
+    pub mode: DumpMode,
+    /// Switch accounting on if it is off, instead of refusing to start.
+    pub enable_acct: bool,
+}
+
+struct Shared {
+    tracker: Mutex<DeltaTracker>,
+    /// Final deltas from events since the last dump.
+    ended: Mutex<Vec<ConntrackDelta>>,
+    stop: AtomicBool,
+}
+
+/// Handle to the running collection; dropping it stops the threads.
+pub struct Collection {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Collection {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Opens the sockets (failing fast with a clear error), takes the baseline, and starts the
+/// threads. Each finished interval is sent to `intervals`.
+pub fn start(
+    settings: CollectSettings,
+    intervals: mpsc::Sender<Interval>,
+) -> Result<Collection, NetlinkError> {
+    let netns = settings.netns.as_deref();
+    crate::conntrack::netlink::ensure_accounting(netns, settings.enable_acct)?;
+    let mut events = ConntrackSocket::destroy_events(netns, EVENT_BUFFER_BYTES)?;
+    events.set_receive_timeout(Duration::from_millis(200))?;
+    let mut dumps = ConntrackSocket::open(netns)?;
+    let shared = Arc::new(Shared {
+        tracker: Mutex::new(DeltaTracker::new(settings.mode)),
+        ended: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    dump_once(&mut dumps, settings.mode, &shared)?; // baseline: emits nothing
+    let mut threads = Vec::new();
+    let s = shared.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("ct-events".into())
+            .spawn(move || read_events(events, &s))
+            .expect("spawn"),
+    );
+    let s = shared.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("ct-dump".into())
+            .spawn(move || dump_every(dumps, settings, &s, intervals))
+            .expect("spawn"),
+    );
+    Ok(Collection { shared, threads })
+}
+
+/// Loopback never leaves the host; everything else (incl. hostNetwork) is kept.
+fn wanted(entry: &ConntrackEntry) -> bool {
+    !entry.is_loopback()
+}
+
+fn dump_once(
+    socket: &mut ConntrackSocket,
+    mode: DumpMode,
+    shared: &Shared,
+) -> Result<Vec<ConntrackDelta>, NetlinkError> {
+    let started = Instant::now();
+    let mut deltas = Vec::new();
+    let mut tracker = lock(&shared.tracker);
+    tracker.start_dump();
+    let stats = socket.dump(mode, |entry| {
+        if wanted(&entry)
+            && let Some(delta) = tracker.observe(&entry)
+        {
+            deltas.push(delta);
+        }
+    })?;
+    tracker.finish_dump();
+    metrics::histogram!("netmeter_collector_dump_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    metrics::gauge!("netmeter_collector_conntrack_entries").set(stats.entries as f64);
+    metrics::gauge!("netmeter_collector_tracked_connections").set(tracker.tracked() as f64);
+    metrics::counter!("netmeter_collector_malformed_entries_total").increment(stats.malformed);
+    if stats.interrupted {
+        metrics::counter!("netmeter_collector_dump_interrupted_total").increment(1);
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics::gauge!("netmeter_collector_last_dump_timestamp_seconds").set(now.as_secs_f64());
+    Ok(deltas)
+}
+
+fn dump_every(
+    mut socket: ConntrackSocket,
+    settings: CollectSettings,
+    shared: &Shared,
+    intervals: mpsc::Sender<Interval>,
+) {
+    let mut start = SystemTime::now();
+    let mut next = Instant::now() + settings.interval;
+    while !shared.stop.load(Ordering::Relaxed) {
+        if Instant::now() < next {
+            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(100)));
+            continue;
+        }
+        next += settings.interval;
+        let mut deltas = match dump_once(&mut socket, settings.mode, shared) {
+            Ok(deltas) => deltas,
+            Err(err) => {
+                // Counted and retried next interval; deltas are not lost, they accumulate.
+                metrics::counter!("netmeter_collector_dump_errors_total").increment(1);
+                tracing::warn!(error = %err, "conntrack dump failed; retrying next interval");
+                continue;
+            }
+        };
+        deltas.append(&mut lock(&shared.ended));
+        let end = SystemTime::now();
+        for d in &deltas {
+            metrics::counter!("netmeter_collector_bytes_total", "direction" => "original")
+                .increment(d.delta.orig_bytes);
+            metrics::counter!("netmeter_collector_bytes_total", "direction" => "reply")
+                .increment(d.delta.reply_bytes);
+        }
+        metrics::counter!("netmeter_collector_deltas_total").increment(deltas.len() as u64);
+        if intervals
+            .blocking_send(Interval { start, end, deltas })
+            .is_err()
+        {
+            return; // the receiver stopped: shutting down
+        }
+        start = end;
+    }
+}
+
+fn read_events(mut socket: ConntrackSocket, shared: &Shared) {
+    let mut overrun_logged = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let result = socket.next_events(|event| match event {
+            Ok(entry) if wanted(&entry) => {
+                metrics::counter!("netmeter_collector_events_total").increment(1);
+                if let Some(delta) = lock(&shared.tracker).destroyed(&entry) {
+                    lock(&shared.ended).push(delta);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => metrics::counter!("netmeter_collector_malformed_entries_total").increment(1),
+        });
+        match result {
+            Ok(()) => {}
+            Err(NetlinkError::Overrun) => {
+                // Lost events: those connections' last bytes since the previous dump are lost;
+                // the next dump forgets them. Nothing is counted twice.
+                metrics::counter!("netmeter_collector_event_overruns_total").increment(1);
+                if !overrun_logged {
+                    tracing::warn!(
+                        "conntrack event socket overran; final deltas of some ended connections were lost (counted in netmeter_collector_event_overruns_total)"
+                    );
+                    overrun_logged = true;
+                }
+            }
+            Err(NetlinkError::Dump(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "conntrack event socket failed");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Turns successive conntrack readings into per-connection deltas, without touching the
+//! kernel's counters (other readers on the node see what they always saw).
+//!
+//! A connection is keyed by a 64-bit hash of (conntrack id, zone, protocol, original tuple): a
+//! reused id with another tuple is another connection. Per connection we keep only what the
+//! next delta needs, 32 bytes plus the key, so a million connections fit in tens of MiB.
+//!
+//! Rules:
+//! - The first dump after start is a baseline: it emits nothing (those bytes predate us).
+//! - A connection first seen later is new: its whole counters are its first delta.
+//! - A DESTROY event emits the final delta and forgets the connection. A dump that was already
+//!   running may still list it: such late sightings are ignored until a dump that started
+//!   after the event has finished, so nothing is counted twice.
+//! - A connection a dump no longer lists is kept for [`VANISHED_GRACE_DUMPS`] more dumps before
+//!   it is forgotten: the kernel skips expired entries in a dump and destroys them *during* it,
+//!   so their DESTROY event arrives after the dump that stopped listing them, and must still
+//!   find the last counters (else the event's whole counters would be counted again).
+//! - Counters that went down were reset by someone else (e.g. a CTRZERO reader): the delta is
+//!   what accumulated since, and the reset is counted.
+//! - In [`DumpMode::Zero`] the kernel zeroes on every read, so readings are the deltas.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use crate::conntrack::{ConntrackEntry, Counters, DumpMode};
+
+/// What one connection transferred since its previous delta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConntrackDelta {
+    pub entry: ConntrackEntry,
+    pub delta: Counters,
+    /// First seen since the collector's baseline.
+    pub new: bool,
+    /// Ended; this is its final delta.
+    pub destroyed: bool,
+}
+
+/// The state kept per connection. Packet counts are kept modulo 2^32: a delta is exact as long
+/// as one connection sends fewer than 4 billion packets per interval.
+#[derive(Clone, Copy, Debug)]
+struct Previous {
+    orig_bytes: u64,
+    reply_bytes: u64,
+    orig_packets: u32,
+    reply_packets: u32,
+    /// Dump generation that last listed the connection; older ones have vanished.
+    seen: u32,
+}
+
+/// Keys are already hashes: use them as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed")
+    }
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+
+/// Dumps a vanished connection is kept for, waiting for its DESTROY event.
+pub const VANISHED_GRACE_DUMPS: u32 = 3;
+
+/// Counts of what the tracker did, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    pub forgotten: u64,
+    pub counter_resets: u64,
+    pub late_sightings_ignored: u64,
+    pub without_counters: u64,
+}
+
+pub struct DeltaTracker {
+    mode: DumpMode,
+    previous: KeyMap<Previous>,
+    /// Connections the last dumps did not list, kept briefly for their DESTROY event.
+    vanished: KeyMap<Previous>,
+    /// Destroyed connections, with the generation of the dump running when they ended.
+    tombstones: KeyMap<u32>,
+    generation: u32,
+    baseline_done: bool,
+    pub stats: TrackerStats,
+}
+
+fn key(entry: &ConntrackEntry) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (entry.id, entry.zone, entry.protocol, entry.original).hash(&mut hasher);
+    hasher.finish()
+}
+
+impl DeltaTracker {
+    pub fn new(mode: DumpMode) -> Self {
+        DeltaTracker {
+            mode,
+            previous: KeyMap::default(),
+            vanished: KeyMap::default(),
+            tombstones: KeyMap::default(),
+            generation: 0,
+            baseline_done: false,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    /// Connections currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.previous.len()
+    }
+
+    /// Call before feeding a dump's entries.
+    pub fn start_dump(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// One entry of the running dump; the delta if it transferred anything.
+    pub fn observe(&mut self, entry: &ConntrackEntry) -> Option<ConntrackDelta> {
+        let Some(counters) = entry.counters else {
+            self.stats.without_counters += 1;
+            return None;
+        };
+        let key = key(entry);
+        if self.tombstones.contains_key(&key) {
+            self.stats.late_sightings_ignored += 1;
+            return None;
+        }
+        let generation = self.generation;
+        let baseline = !self.baseline_done;
+        let zero_mode = self.mode == DumpMode::Zero;
+        let mut reset = false;
+        if let Some(back) = self.vanished.remove(&key) {
+            // Listed again (e.g. an interrupted dump had skipped it).
+            self.previous.insert(key, back);
+        }
+        let (delta, new) = match self.previous.get_mut(&key) {
+            Some(previous) => {
+                let delta = if zero_mode {
+                    counters
+                } else {
+                    since(previous, &counters, &mut reset)
+                };
+                *previous = remember(&counters, generation);
+                (delta, false)
+            }
+            None => {
+                self.previous.insert(key, remember(&counters, generation));
+                (counters, true)
+            }
+        };
+        if reset {
+            self.stats.counter_resets += 1;
+        }
+        if baseline || delta == Counters::default() {
+            return None;
+        }
+        Some(ConntrackDelta {
+            entry: *entry,
+            delta,
+            new,
+            destroyed: false,
+        })
+    }
+
+    /// Call after a dump completed: connections it did not list move to `vanished`, and those
+    /// vanished for longer than the grace period are forgotten.
+    pub fn finish_dump(&mut self) {
+        let generation = self.generation;
+        let vanished = &mut self.vanished;
+        self.previous.retain(|key, p| {
+            let listed = p.seen == generation;
+            if !listed {
+                vanished.insert(*key, *p);
+            }
+            listed
+        });
+        let before = self.vanished.len();
+        self.vanished
+            .retain(|_, p| generation.wrapping_sub(p.seen) <= VANISHED_GRACE_DUMPS);
+        self.stats.forgotten += (before - self.vanished.len()) as u64;
+        // A tombstone made during an earlier dump cannot be listed by any later dump.
+        self.tombstones.retain(|_, made| *made == generation);
+        self.baseline_done = true;
+    }
+
+    /// A DESTROY event with the final counters: the last delta, then forget.
+    pub fn destroyed(&mut self, entry: &ConntrackEntry) -> Option<ConntrackDelta> {
+        let Some(counters) = entry.counters else {
+            self.stats.without_counters += 1;
+            return None;
+        };
+        let key = key(entry);
+        if self.tombstones.insert(key, self.generation).is_some() {
+            return None; // the same event twice
+        }
+        let last = self
+            .previous
+            .remove(&key)
+            .or_else(|| self.vanished.remove(&key));
+        let (delta, new) = match last {
+            Some(previous) if self.mode == DumpMode::Read => {
+                let mut reset = false;
+                let delta = since(&previous, &counters, &mut reset);
+                self.stats.counter_resets += u64::from(reset);
+                (delta, false)
+            }
+            Some(_) => (counters, false),
+            // Opened after the baseline and ended before any dump saw it.
+            None if self.baseline_done => (counters, true),
+            // Ended before the baseline finished: its bytes predate us, like the baseline's.
+            None => return None,
+        };
+        // Emitted even with nothing left to count: consumers learn the connection ended.
+        Some(ConntrackDelta {
+            entry: *entry,
+            delta,
+            new,
+            destroyed: true,
+        })
+    }
+}
+
+fn remember(counters: &Counters, generation: u32) -> Previous {
+    Previous {
+        orig_bytes: counters.orig_bytes,
+        reply_bytes: counters.reply_bytes,
+        orig_packets: counters.orig_packets as u32,
+        reply_packets: counters.reply_packets as u32,
+        seen: generation,
+    }
+}
+
+fn since(previous: &Previous, now: &Counters, reset: &mut bool) -> Counters {
+    if now.orig_bytes < previous.orig_bytes || now.reply_bytes < previous.reply_bytes {
+        *reset = true;
+        return *now;
+    }
+    Counters {
+        orig_bytes: now.orig_bytes - previous.orig_bytes,
+        reply_bytes: now.reply_bytes - previous.reply_bytes,
+        orig_packets: u64::from((now.orig_packets as u32).wrapping_sub(previous.orig_packets)),
+        reply_packets: u64::from((now.reply_packets as u32).wrapping_sub(previous.reply_packets)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::Tuple;
+
+    fn entry(id: u32, sport: u16, bytes: u64) -> ConntrackEntry {
+        let a = |s: &str| s.parse().unwrap();
+        ConntrackEntry {
+            protocol: 6,
+            original: Tuple {
+                src: a("10.77.0.2"),
+                dst: a("10.77.0.3"),
+                src_port: sport,
+                dst_port: 80,
+            },
+            reply: Tuple {
+                src: a("10.77.0.3"),
+                dst: a("10.77.0.2"),
+                src_port: 80,
+                dst_port: sport,
+            },
+            id,
+            zone: 0,
+            mark: 0,
+            status: 0,
+            counters: Some(Counters {
+                orig_bytes: bytes,
+                orig_packets: bytes / 100,
+                reply_bytes: bytes / 10,
+                reply_packets: bytes / 1000,
+            }),
+        }
+    }
+
+    fn dump(tracker: &mut DeltaTracker, entries: &[ConntrackEntry]) -> Vec<ConntrackDelta> {
+        tracker.start_dump();
+        let deltas = entries.iter().filter_map(|e| tracker.observe(e)).collect();
+        tracker.finish_dump();
+        deltas
+    }
+
+    fn orig_bytes(deltas: &[ConntrackDelta]) -> u64 {
+        deltas.iter().map(|d| d.delta.orig_bytes).sum()
+    }
+
+    #[test]
+    fn baseline_then_exact_deltas_summing_to_the_kernel_counters() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        assert!(
+            dump(&mut t, &[entry(1, 1000, 5_000)]).is_empty(),
+            "baseline emits nothing"
+        );
+        let d = dump(&mut t, &[entry(1, 1000, 7_000), entry(2, 1001, 300)]);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].delta.orig_bytes, d[0].new), (2_000, false));
+        assert_eq!(
+            (d[1].delta.orig_bytes, d[1].delta.reply_bytes, d[1].new),
+            (300, 30, true)
+        );
+        assert!(
+            dump(&mut t, &[entry(1, 1000, 7_000), entry(2, 1001, 300)]).is_empty(),
+            "no change, no delta"
+        );
+        let d = dump(&mut t, &[entry(1, 1000, 9_500), entry(2, 1001, 300)]);
+        assert_eq!(orig_bytes(&d), 2_500);
+        // Everything entry 2 sent since the baseline was counted exactly once.
+    }
+
+    #[test]
+    fn short_connection_seen_only_by_its_destroy_event_counts_once() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(&mut t, &[]);
+        let d = t.destroyed(&entry(9, 2000, 1_234)).unwrap();
+        assert!(d.new && d.destroyed);
+        assert_eq!(d.delta.orig_bytes, 1_234);
+        assert_eq!(
+            t.destroyed(&entry(9, 2000, 1_234)),
+            None,
+            "a repeated event is ignored"
+        );
+    }
+
+    #[test]
+    fn destroy_after_dumps_emits_only_the_remainder_and_late_sightings_are_ignored() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(&mut t, &[]);
+        assert_eq!(orig_bytes(&dump(&mut t, &[entry(3, 3000, 1_000)])), 1_000);
+        // A dump is running when the connection ends; the dump lists it anyway.
+        t.start_dump();
+        let final_delta = t.destroyed(&entry(3, 3000, 1_600)).unwrap();
+        assert_eq!(final_delta.delta.orig_bytes, 600);
+        assert_eq!(t.observe(&entry(3, 3000, 1_600)), None);
+        t.finish_dump();
+        assert_eq!(t.stats.late_sightings_ignored, 1);
+        assert_eq!(t.tracked(), 0);
+        // Total counted: 1_000 + 600 = the kernel's final 1_600.
+    }
+
+    #[test]
+    fn reused_id_with_another_tuple_is_another_connection() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(&mut t, &[entry(5, 4000, 10_000)]);
+        let d = dump(&mut t, &[entry(5, 4001, 100)]);
+        assert_eq!((d.len(), d[0].new, d[0].delta.orig_bytes), (1, true, 100));
+        for _ in 0..VANISHED_GRACE_DUMPS {
+            dump(&mut t, &[entry(5, 4001, 100)]);
+        }
+        assert_eq!(
+            (t.tracked(), t.stats.forgotten),
+            (1, 1),
+            "the vanished one is forgotten"
+        );
+    }
+
+    #[test]
+    fn destroy_event_after_the_dump_that_stopped_listing_it_counts_only_the_rest() {
+        // The kernel evicts an expired entry during a dump and sends DESTROY afterwards.
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(&mut t, &[]);
+        assert_eq!(
+            orig_bytes(&dump(&mut t, &[entry(4, 3500, 300_840)])),
+            300_840
+        );
+        dump(&mut t, &[]); // no longer listed
+        let last = t.destroyed(&entry(4, 3500, 300_840)).unwrap();
+        assert_eq!(
+            (last.delta, last.destroyed, last.new),
+            (Counters::default(), true, false)
+        );
+        assert_eq!(orig_bytes(&dump(&mut t, &[entry(2, 3600, 10)])), 10);
+        assert_eq!(
+            t.destroyed(&entry(2, 3600, 25)).unwrap().delta.orig_bytes,
+            15
+        );
+    }
+
+    #[test]
+    fn counters_reset_by_another_reader_count_what_accumulated_since() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(&mut t, &[entry(6, 5000, 10_000)]);
+        let d = dump(&mut t, &[entry(6, 5000, 400)]);
+        assert_eq!(orig_bytes(&d), 400);
+        assert_eq!(t.stats.counter_resets, 1);
+    }
+
+    #[test]
+    fn zero_mode_readings_are_the_deltas() {
+        let mut t = DeltaTracker::new(DumpMode::Zero);
+        dump(&mut t, &[entry(7, 6000, 999)]);
+        assert_eq!(orig_bytes(&dump(&mut t, &[entry(7, 6000, 250)])), 250);
+        assert_eq!(
+            t.destroyed(&entry(7, 6000, 50)).unwrap().delta.orig_bytes,
+            50
+        );
+    }
+
+    #[test]
+    fn packet_counters_wrap_exactly() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        let mut e = entry(8, 7000, 0);
+        e.counters = Some(Counters {
+            orig_bytes: 10,
+            orig_packets: u64::from(u32::MAX) - 1,
+            ..Default::default()
+        });
+        dump(&mut t, &[e]);
+        e.counters = Some(Counters {
+            orig_bytes: 20,
+            orig_packets: u64::from(u32::MAX) + 3,
+            ..Default::default()
+        });
+        assert_eq!(dump(&mut t, &[e])[0].delta.orig_packets, 4);
+    }
+
+    #[test]
+    fn entry_state_stays_small() {
+        assert_eq!(size_of::<(u64, Previous)>(), 40);
+    }
+}

@@ -1,0 +1,188 @@
+//! The collector on real kernel conntrack, in a simulated node (a bridge, two pods, a
+//! Service-like DNAT): its deltas must add up, per connection and direction, to the kernel's
+//! own counters, read independently with the `conntrack` tool (`-E` for the final counters of
+//! ended connections, `-L` for live ones).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use netmeter_collector::collect::{self, CollectSettings};
+use netmeter_collector::conntrack::{Counters, DumpMode};
+use netmeter_collector::output::Interval;
+use netmeter_tests::netns::{self, NodeTopology};
+use tokio::sync::mpsc;
+
+/// Our deltas summed per connection, keyed by (protocol, original source port).
+fn sum_by_source_port(intervals: &[Interval]) -> HashMap<(u8, u16), (Counters, bool)> {
+    let mut sums: HashMap<(u8, u16), (Counters, bool)> = HashMap::new();
+    for d in intervals.iter().flat_map(|i| &i.deltas) {
+        let (sum, destroyed) = sums
+            .entry((d.entry.protocol, d.entry.original.src_port))
+            .or_default();
+        sum.orig_bytes += d.delta.orig_bytes;
+        sum.orig_packets += d.delta.orig_packets;
+        sum.reply_bytes += d.delta.reply_bytes;
+        sum.reply_packets += d.delta.reply_packets;
+        *destroyed |= d.destroyed;
+    }
+    sums
+}
+
+fn kernel_counters(entry: &netns::KernelEntry) -> Counters {
+    Counters {
+        orig_bytes: entry.orig.bytes,
+        orig_packets: entry.orig.packets,
+        reply_bytes: entry.reply.bytes,
+        reply_packets: entry.reply.packets,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deltas_add_up_to_the_kernel_counters_exactly() {
+    let topology = NodeTopology::create().unwrap();
+    let node = topology.node_ns_name().to_string();
+    // Ended TCP connections leave the table (and send DESTROY) a second after closing.
+    for sysctl in [
+        "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1",
+        "net.netfilter.nf_conntrack_tcp_timeout_close=1",
+    ] {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &node, "sysctl", "-qw", sysctl])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    // The independent reference for ended connections: the conntrack tool's DESTROY events.
+    let events = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node,
+            "conntrack",
+            "-E",
+            "-e",
+            "DESTROY",
+            "-o",
+            "extended",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = netmeter_tests::process::KilledOnDrop(events);
+
+    let (tx, mut rx) = mpsc::channel(1000);
+    let settings = CollectSettings {
+        netns: Some(topology.node_ns_path()),
+        interval: Duration::from_secs(1),
+        mode: DumpMode::Read,
+        enable_acct: false,
+    };
+    let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let pod_a = topology.pod_a_ns_name().to_string();
+    let pod_b = topology.pod_b_ns_name().to_string();
+    let backend: SocketAddr = (netns::POD_B_V4, 8080).into();
+    let vip: SocketAddr = (netns::SERVICE_VIP, 80).into();
+    let tcp_sink = netns::tcp_sink(&pod_b, backend).unwrap();
+    let udp_sink = netns::udp_sink(&pod_b, (netns::POD_B_V4, 5353).into()).unwrap();
+    let udp6_sink = netns::udp_sink(&pod_b, (netns::POD_B_V6, 5353).into()).unwrap();
+
+    // Longer than three intervals, through the Service VIP (DNAT): 5 x 200 kB, 1 s apart.
+    let long = netns::tcp_stream(&pod_a, vip, 200_000, Duration::from_secs(1), 5).unwrap();
+    // Shorter than one interval: opens, sends 300 kB, closes.
+    let short = netns::tcp_send(&pod_a, backend, 300_000).unwrap();
+    let udp = netns::udp_send(&pod_a, (netns::POD_B_V4, 5353).into(), 1000, 1000).unwrap();
+    let udp6 = netns::udp_send(&pod_a, (netns::POD_B_V6, 5353).into(), 500, 1200).unwrap();
+    let long_local = long.local_addr();
+    long.join().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await; // both TCP connections end and are dumped
+
+    let live = netns::conntrack_list(&node).unwrap();
+    drop(collection);
+    let mut intervals = Vec::new();
+    while let Ok(interval) = rx.try_recv() {
+        intervals.push(interval);
+    }
+    let ended = netns::parse_conntrack_events(&events.finish()).unwrap();
+    let ours = sum_by_source_port(&intervals);
+
+    // Short TCP and the long DNAT'd TCP have ended: compare with their DESTROY counters.
+    for (name, port, payload) in [
+        ("short", short.local.port(), 300_000u64),
+        ("long", long_local.port(), 1_000_000),
+    ] {
+        let kernel = ended
+            .iter()
+            .find(|e| e.protocol == 6 && e.orig.sport == port)
+            .unwrap_or_else(|| panic!("{name}: no DESTROY event"));
+        let (sum, destroyed) = ours[&(6, port)];
+        assert_eq!(
+            sum,
+            kernel_counters(kernel),
+            "{name}: our deltas vs the kernel's final counters"
+        );
+        assert!(destroyed, "{name}: the final delta is flagged destroyed");
+        assert!(sum.orig_bytes > payload, "{name}: bytes include headers");
+    }
+    let long_dnat = ended
+        .iter()
+        .find(|e| e.orig.sport == long_local.port())
+        .unwrap();
+    assert_eq!(
+        (
+            long_dnat.orig.dst,
+            long_dnat.reply.src,
+            long_dnat.reply.sport
+        ),
+        (netns::SERVICE_VIP.into(), netns::POD_B_V4.into(), 8080)
+    );
+    let long_intervals = intervals
+        .iter()
+        .filter(|i| {
+            i.deltas
+                .iter()
+                .any(|d| d.entry.original.src_port == long_local.port())
+        })
+        .count();
+    assert!(
+        long_intervals >= 4,
+        "the long connection spans {long_intervals} intervals"
+    );
+    let long_delta = intervals
+        .iter()
+        .flat_map(|i| &i.deltas)
+        .find(|d| d.entry.original.src_port == long_local.port())
+        .unwrap();
+    assert_eq!(
+        long_delta.entry.reply.src,
+        std::net::IpAddr::from(netns::POD_B_V4),
+        "backend in the reply tuple"
+    );
+    assert!(long_delta.entry.nat());
+    assert_eq!(tcp_sink.received(), 1_300_000);
+
+    // UDP flows are still live: compare with `conntrack -L`, and with arithmetic.
+    for (port, bytes, packets) in [
+        (udp.port(), 1_028_000u64, 1000u64),
+        (udp6.port(), 500 * 1248, 500),
+    ] {
+        let kernel = live
+            .iter()
+            .find(|e| e.protocol == 17 && e.orig.sport == port)
+            .expect("live UDP flow");
+        let (sum, destroyed) = ours[&(17, port)];
+        assert_eq!(sum, kernel_counters(kernel), "UDP from port {port}");
+        assert_eq!(
+            (sum.orig_bytes, sum.orig_packets, destroyed),
+            (bytes, packets, false)
+        );
+    }
+    assert_eq!(udp_sink.received().bytes, 1_000_000);
+    assert_eq!(udp6_sink.received().bytes, 600_000);
+}
