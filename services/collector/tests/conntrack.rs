@@ -186,3 +186,136 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
     assert_eq!(udp_sink.received().bytes, 1_000_000);
     assert_eq!(udp6_sink.received().bytes, 600_000);
 }
+
+/// Sends `datagrams` UDP datagrams of `size` bytes pod-a -> pod-b and returns the flow's
+/// source port, once pod-b received them all.
+fn udp_flow(topology: &NodeTopology, port: u16, datagrams: u32, size: usize) -> u16 {
+    let to: SocketAddr = (netns::POD_B_V4, port).into();
+    let sink = netns::udp_sink(topology.pod_b_ns_name(), to).unwrap();
+    let from = netns::udp_send(topology.pod_a_ns_name(), to, datagrams, size).unwrap();
+    assert!(sink.wait_for(u64::from(datagrams), Duration::from_secs(5)));
+    from.port()
+}
+
+fn kernel_udp_bytes(topology: &NodeTopology, sport: u16) -> u64 {
+    let live = netns::conntrack_list(topology.node_ns_name()).unwrap();
+    live.iter()
+        .find(|e| e.protocol == 17 && e.orig.sport == sport)
+        .expect("live UDP flow")
+        .orig
+        .bytes
+}
+
+/// Runs the collection for `dumps` intervals of 1 s and returns what it emitted.
+async fn collect_for(
+    topology: &NodeTopology,
+    mode: DumpMode,
+    seconds: u64,
+    traffic: impl FnOnce(),
+) -> Vec<Interval> {
+    let (tx, mut rx) = mpsc::channel(100);
+    let settings = CollectSettings {
+        netns: Some(topology.node_ns_path()),
+        interval: Duration::from_secs(1),
+        mode,
+        enable_acct: false,
+    };
+    let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
+        .await
+        .unwrap()
+        .unwrap();
+    traffic();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    drop(collection);
+    let mut intervals = Vec::new();
+    while let Ok(interval) = rx.try_recv() {
+        intervals.push(interval);
+    }
+    intervals
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_readers_keep_their_counters_unless_zeroing_is_asked_for() {
+    let topology = NodeTopology::create().unwrap();
+    // Default mode: after three of our dumps, `conntrack -L` still sees the full 500 x 300 B.
+    let mut sport = 0;
+    let intervals = collect_for(&topology, DumpMode::Read, 3, || {
+        sport = udp_flow(&topology, 7001, 500, 300)
+    })
+    .await;
+    assert_eq!(
+        kernel_udp_bytes(&topology, sport),
+        500 * 328,
+        "another reader's view is unchanged"
+    );
+    assert_eq!(
+        sum_by_source_port(&intervals)[&(17, sport)].0.orig_bytes,
+        500 * 328
+    );
+
+    // Opt-in zeroing: our deltas are still exact, but the kernel's counter was taken from others.
+    let intervals = collect_for(&topology, DumpMode::Zero, 3, || {
+        sport = udp_flow(&topology, 7002, 500, 300)
+    })
+    .await;
+    assert_eq!(
+        sum_by_source_port(&intervals)[&(17, sport)].0.orig_bytes,
+        500 * 328
+    );
+    assert_eq!(
+        kernel_udp_bytes(&topology, sport),
+        0,
+        "zeroing mode resets what others read"
+    );
+}
+
+#[test]
+fn output_stdout_prints_one_json_object_per_delta() {
+    let topology = NodeTopology::create().unwrap();
+    let node_ns = topology.node_ns_path();
+    let collector = Command::new(env!("CARGO_BIN_EXE_netmeter-collector"))
+        .args([
+            "--output",
+            "stdout",
+            "--interval",
+            "1s",
+            "--node-name",
+            "node-a",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--netns")
+        .arg(&node_ns)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let collector = netmeter_tests::process::KilledOnDrop(collector);
+    std::thread::sleep(Duration::from_millis(1500)); // baseline
+    let sport = udp_flow(&topology, 7003, 100, 100);
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = collector.finish();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ours: Vec<&serde_json::Value> = lines.iter().filter(|l| l["orig_sport"] == sport).collect();
+    assert_eq!(ours.len(), 1, "one delta for the flow: {out}");
+    let line = ours[0];
+    assert_eq!(line["proto"], "udp");
+    assert_eq!(line["orig_src"], netns::POD_A_V4.to_string());
+    assert_eq!(line["orig_dst"], netns::POD_B_V4.to_string());
+    assert_eq!(line["orig_dport"], 7003);
+    assert_eq!(line["reply_src"], netns::POD_B_V4.to_string());
+    assert_eq!(
+        (line["orig_bytes"].as_u64(), line["orig_packets"].as_u64()),
+        (Some(100 * 128), Some(100))
+    );
+    assert_eq!(
+        (line["reply_bytes"].as_u64(), line["destroyed"].as_bool()),
+        (Some(0), Some(false))
+    );
+    let start = line["interval_start"].as_str().unwrap();
+    let end = line["interval_end"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(start).unwrap() < humantime::parse_rfc3339(end).unwrap());
+}

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use netmeter_tests::Stack;
+use netmeter_tests::netns::NodeTopology;
 use netmeter_tests::service::{check_config_error, check_lifecycle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netmeter-collector");
@@ -10,11 +11,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_netmeter-collector");
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_against_the_stack_and_exits_cleanly_on_sigterm() {
     let stack = Stack::start().await.unwrap();
+    let topology = NodeTopology::create().unwrap();
+    let netns = format!("--netns={}", topology.node_ns_path().display());
     check_lifecycle(
         Path::new(BIN),
         "collector",
         &stack,
-        &["--node-name", "node-a"],
+        &["--node-name", "node-a", &netns],
     )
     .unwrap();
 }
@@ -38,4 +41,66 @@ fn bad_configuration_exits_2_with_one_line() {
     )
     .unwrap();
     check_config_error(bin, &["--output", "file"], &[], "--output").unwrap();
+}
+
+#[test]
+fn refuses_to_run_without_conntrack_accounting_and_can_switch_it_on() {
+    let topology = NodeTopology::create().unwrap();
+    let node = topology.node_ns_name();
+    let acct = |value: Option<&str>| {
+        let mut command = std::process::Command::new("ip");
+        command.args([
+            "netns",
+            "exec",
+            node,
+            "sysctl",
+            "-n",
+            "net.netfilter.nf_conntrack_acct",
+        ]);
+        if let Some(value) = value {
+            command
+                .args(["-w"])
+                .arg(format!("net.netfilter.nf_conntrack_acct={value}"));
+            command.args(["-q"]);
+        }
+        String::from_utf8(command.output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    acct(Some("0"));
+    assert_eq!(acct(None), "0");
+    let netns = format!("--netns={}", topology.node_ns_path().display());
+    let args = [
+        "--output=stdout",
+        "--node-name=node-a",
+        "--http-addr=127.0.0.1:0",
+        "--log-format=pretty",
+        &netns,
+    ];
+    let output = std::process::Command::new(BIN).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("conntrack accounting is off") && stderr.contains("--enable-acct"),
+        "{stderr}"
+    );
+
+    let mut with_flag = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--enable-acct")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(netmeter_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        || acct(None) == "1"
+    ));
+    assert!(
+        with_flag.try_wait().unwrap().is_none(),
+        "keeps running once accounting is on"
+    );
+    with_flag.kill().unwrap();
+    with_flag.wait().unwrap();
 }
