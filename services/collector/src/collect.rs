@@ -132,6 +132,13 @@ fn dump_every(
     shared: &Shared,
     intervals: mpsc::Sender<Interval>,
 ) {
+    // In the node's namespace, /proc/sys/net shows that namespace's conntrack count.
+    if let Some(netns) = &settings.netns
+        && let Err(err) = crate::conntrack::netlink::enter_netns(netns)
+    {
+        tracing::warn!(error = %err, "conntrack table fill level will not be reported");
+    }
+    let mut table = TableFill::default();
     let mut start = SystemTime::now();
     let mut next = Instant::now() + settings.interval;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -149,6 +156,7 @@ fn dump_every(
                 continue;
             }
         };
+        table.report();
         deltas.append(&mut lock(&shared.ended));
         let end = SystemTime::now();
         for d in &deltas {
@@ -204,5 +212,39 @@ fn read_events(mut socket: ConntrackSocket, shared: &Shared) {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// The conntrack table's fill level: when it is full the kernel drops new connections.
+#[derive(Default)]
+struct TableFill {
+    warned: bool,
+}
+
+impl TableFill {
+    /// Warn above this share of `nf_conntrack_max`.
+    const WARN_AT: f64 = 0.9;
+
+    fn report(&mut self) {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let (Some(count), Some(max)) = (read("nf_conntrack_count"), read("nf_conntrack_max"))
+        else {
+            return;
+        };
+        metrics::gauge!("netmeter_collector_conntrack_count").set(count);
+        metrics::gauge!("netmeter_collector_conntrack_max").set(max);
+        let near_full = max > 0.0 && count / max >= Self::WARN_AT;
+        if near_full && !self.warned {
+            tracing::warn!(
+                count,
+                max,
+                "conntrack table is over 90% full: the kernel drops new connections when it is full; raise net.netfilter.nf_conntrack_max"
+            );
+        }
+        self.warned = near_full;
     }
 }

@@ -68,6 +68,16 @@ pub struct ConntrackSocket {
     sequence: u32,
 }
 
+impl From<Socket> for ConntrackSocket {
+    fn from(socket: Socket) -> Self {
+        ConntrackSocket {
+            socket,
+            buffer: vec![0; RECV_BUFFER],
+            sequence: 0,
+        }
+    }
+}
+
 impl ConntrackSocket {
     /// A socket for dumps, in `netns` (a path like /run/netns/NAME) or in ours.
     pub fn open(netns: Option<&Path>) -> Result<Self, NetlinkError> {
@@ -77,11 +87,7 @@ impl ConntrackSocket {
             socket.connect(&SocketAddr::new(0, 0))?;
             Ok(socket)
         })?;
-        Ok(ConntrackSocket {
-            socket,
-            buffer: vec![0; RECV_BUFFER],
-            sequence: 0,
-        })
+        Ok(Self::from(socket))
     }
 
     /// A socket subscribed to DESTROY events (final counters of ended connections).
@@ -96,11 +102,7 @@ impl ConntrackSocket {
             set_receive_buffer(&socket, receive_buffer)?;
             Ok(socket)
         })?;
-        Ok(ConntrackSocket {
-            socket,
-            buffer: vec![0; RECV_BUFFER],
-            sequence: 0,
-        })
+        Ok(Self::from(socket))
     }
 
     /// Makes blocking receives return `WouldBlock` after `timeout`, so readers can stop.
@@ -299,6 +301,19 @@ pub fn ensure_accounting(netns: Option<&Path>, enable: bool) -> Result<(), Netli
     }
 }
 
+/// Moves the calling thread into `netns` (other threads stay where they are).
+pub fn enter_netns(netns: &Path) -> Result<(), NetlinkError> {
+    let netns_error = |source| NetlinkError::Netns {
+        path: netns.to_path_buf(),
+        source,
+    };
+    let file = File::open(netns).map_err(netns_error)?;
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(netns_error(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Runs `open` with the calling context in `netns`: on a short-lived thread that joined the
 /// namespace, since setns changes only the calling thread. Sockets keep their namespace.
 fn in_netns<T: Send + 'static>(
@@ -309,23 +324,14 @@ fn in_netns<T: Send + 'static>(
         return open().map_err(NetlinkError::Socket);
     };
     let path = path.to_path_buf();
-    let netns_error = |source| NetlinkError::Netns {
-        path: path.clone(),
-        source,
-    };
-    let file = File::open(&path).map_err(netns_error)?;
-    // Err((true, _)): joining the namespace failed; Err((false, _)): opening failed.
-    let joined = std::thread::spawn(move || {
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err((true, io::Error::last_os_error()));
-        }
-        open().map_err(|e| (false, e))
+    std::thread::spawn(move || {
+        enter_netns(&path)?;
+        open().map_err(NetlinkError::Socket)
     })
     .join()
-    .map_err(|_| netns_error(io::Error::other("namespace thread panicked")))?;
-    match joined {
-        Ok(opened) => Ok(opened),
-        Err((true, e)) => Err(netns_error(e)),
-        Err((false, e)) => Err(NetlinkError::Socket(e)),
-    }
+    .unwrap_or_else(|_| {
+        Err(NetlinkError::Socket(io::Error::other(
+            "namespace thread panicked",
+        )))
+    })
 }
