@@ -3,7 +3,8 @@
 //!
 //! A connection is keyed by a 64-bit hash of (conntrack id, zone, protocol, original tuple): a
 //! reused id with another tuple is another connection. Per connection we keep only what the
-//! next delta needs, 32 bytes plus the key, so a million connections fit in tens of MiB.
+//! next delta needs, in a 32-byte slot of a [`ConnectionTable`], so a million connections fit
+//! in under 56 MiB.
 //!
 //! Rules:
 //! - The first dump after start is a baseline: it emits nothing (those bytes predate us).
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use crate::conntrack::{ConntrackEntry, Counters, DumpMode};
+use crate::table::{ConnectionState, ConnectionTable, REPLY_BYTES_MASK};
 
 /// What one connection transferred since its previous delta.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,18 +35,6 @@ pub struct ConntrackDelta {
     pub new: bool,
     /// Ended; this is its final delta.
     pub destroyed: bool,
-}
-
-/// The state kept per connection. Packet counts are kept modulo 2^32: a delta is exact as long
-/// as one connection sends fewer than 4 billion packets per interval.
-#[derive(Clone, Copy, Debug)]
-struct Previous {
-    orig_bytes: u64,
-    reply_bytes: u64,
-    orig_packets: u32,
-    reply_packets: u32,
-    /// Dump generation that last listed the connection; older ones have vanished.
-    seen: u32,
 }
 
 /// Keys are already hashes: use them as they are.
@@ -66,7 +56,7 @@ impl Hasher for KeyHasher {
 type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// Dumps a vanished connection is kept for, waiting for its DESTROY event.
-pub const VANISHED_GRACE_DUMPS: u32 = 3;
+pub const VANISHED_GRACE_DUMPS: u16 = 3;
 
 /// Counts of what the tracker did, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,9 +69,9 @@ pub struct TrackerStats {
 
 pub struct DeltaTracker {
     mode: DumpMode,
-    previous: KeyMap<Previous>,
+    previous: ConnectionTable,
     /// Connections the last dumps did not list, kept briefly for their DESTROY event.
-    vanished: KeyMap<Previous>,
+    vanished: KeyMap<ConnectionState>,
     /// Destroyed connections, with the generation of the dump running when they ended.
     tombstones: KeyMap<u32>,
     generation: u32,
@@ -99,7 +89,7 @@ impl DeltaTracker {
     pub fn new(mode: DumpMode) -> Self {
         DeltaTracker {
             mode,
-            previous: KeyMap::default(),
+            previous: ConnectionTable::default(),
             vanished: KeyMap::default(),
             tombstones: KeyMap::default(),
             generation: 0,
@@ -133,24 +123,16 @@ impl DeltaTracker {
         let baseline = !self.baseline_done;
         let zero_mode = self.mode == DumpMode::Zero;
         let mut reset = false;
-        if let Some(back) = self.vanished.remove(&key) {
-            // Listed again (e.g. an interrupted dump had skipped it).
-            self.previous.insert(key, back);
-        }
-        let (delta, new) = match self.previous.get_mut(&key) {
-            Some(previous) => {
-                let delta = if zero_mode {
-                    counters
-                } else {
-                    since(previous, &counters, &mut reset)
-                };
-                *previous = remember(&counters, generation);
-                (delta, false)
-            }
-            None => {
-                self.previous.insert(key, remember(&counters, generation));
-                (counters, true)
-            }
+        // Listed again after a dump missed it (e.g. an interrupted dump)?
+        let last = self
+            .previous
+            .get(key)
+            .or_else(|| self.vanished.remove(&key));
+        self.previous.insert(key, &remember(&counters, generation));
+        let (delta, new) = match last {
+            Some(_) if zero_mode => (counters, false),
+            Some(previous) => (since(&previous, &counters, &mut reset), false),
+            None => (counters, true),
         };
         if reset {
             self.stats.counter_resets += 1;
@@ -169,21 +151,20 @@ impl DeltaTracker {
     /// Call after a dump completed: connections it did not list move to `vanished`, and those
     /// vanished for longer than the grace period are forgotten.
     pub fn finish_dump(&mut self) {
-        let generation = self.generation;
+        let generation = self.generation as u16;
         let vanished = &mut self.vanished;
-        self.previous.retain(|key, p| {
-            let listed = p.seen == generation;
-            if !listed {
-                vanished.insert(*key, *p);
-            }
-            listed
-        });
+        self.previous.retain(
+            |state| state.seen == generation,
+            |key, state| {
+                vanished.insert(key, state);
+            },
+        );
         let before = self.vanished.len();
         self.vanished
             .retain(|_, p| generation.wrapping_sub(p.seen) <= VANISHED_GRACE_DUMPS);
         self.stats.forgotten += (before - self.vanished.len()) as u64;
         // A tombstone made during an earlier dump cannot be listed by any later dump.
-        self.tombstones.retain(|_, made| *made == generation);
+        self.tombstones.retain(|_, made| *made == self.generation);
         self.baseline_done = true;
     }
 
@@ -199,7 +180,7 @@ impl DeltaTracker {
         }
         let last = self
             .previous
-            .remove(&key)
+            .remove(key)
             .or_else(|| self.vanished.remove(&key));
         let (delta, new) = match last {
             Some(previous) if self.mode == DumpMode::Read => {
@@ -224,24 +205,26 @@ impl DeltaTracker {
     }
 }
 
-fn remember(counters: &Counters, generation: u32) -> Previous {
-    Previous {
+fn remember(counters: &Counters, generation: u32) -> ConnectionState {
+    ConnectionState {
         orig_bytes: counters.orig_bytes,
-        reply_bytes: counters.reply_bytes,
+        reply_bytes: counters.reply_bytes & REPLY_BYTES_MASK,
         orig_packets: counters.orig_packets as u32,
         reply_packets: counters.reply_packets as u32,
-        seen: generation,
+        seen: generation as u16,
     }
 }
 
-fn since(previous: &Previous, now: &Counters, reset: &mut bool) -> Counters {
-    if now.orig_bytes < previous.orig_bytes || now.reply_bytes < previous.reply_bytes {
+/// The difference between two readings; counters that went down were reset by someone else.
+fn since(previous: &ConnectionState, now: &Counters, reset: &mut bool) -> Counters {
+    let now_reply = now.reply_bytes & REPLY_BYTES_MASK;
+    if now.orig_bytes < previous.orig_bytes || now_reply < previous.reply_bytes {
         *reset = true;
         return *now;
     }
     Counters {
         orig_bytes: now.orig_bytes - previous.orig_bytes,
-        reply_bytes: now.reply_bytes - previous.reply_bytes,
+        reply_bytes: now_reply - previous.reply_bytes,
         orig_packets: u64::from((now.orig_packets as u32).wrapping_sub(previous.orig_packets)),
         reply_packets: u64::from((now.reply_packets as u32).wrapping_sub(previous.reply_packets)),
     }
@@ -419,10 +402,5 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(dump(&mut t, &[e])[0].delta.orig_packets, 4);
-    }
-
-    #[test]
-    fn entry_state_stays_small() {
-        assert_eq!(size_of::<(u64, Previous)>(), 40);
     }
 }

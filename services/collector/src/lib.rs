@@ -1,7 +1,8 @@
 //! The node collector: reads conntrack and publishes per-connection deltas.
 //!
 //! - [`conntrack`]: netlink dumps and DESTROY events, decoded into plain entries.
-//! - [`delta`]: successive readings -> exact per-connection deltas, non-destructively.
+//! - [`delta`]: successive readings -> exact per-connection deltas, non-destructively,
+//!   with per-connection state in a compact [`table`].
 //! - [`collect`]: the threads that read conntrack every interval and on every DESTROY event.
 //! - [`output`]: JSON lines for `--output stdout`, and the raw topic's wire form.
 //! - [`publish`]: batches to the raw topic, in order, through a bounded buffer.
@@ -12,6 +13,7 @@ pub mod conntrack;
 pub mod delta;
 pub mod output;
 pub mod publish;
+pub mod table;
 
 pub use config::{Args, Config, Output};
 
