@@ -1,8 +1,9 @@
 //! The collection loop, on dedicated threads (netlink I/O is blocking): a DESTROY-event reader
 //! and an interval dumper share one [`DeltaTracker`]; each interval's deltas go to a channel.
 //!
-//! Order matters at start: the event socket is open before the baseline dump, so a connection
-//! that ends after the baseline is always seen, by a dump or by its event.
+//! Order matters at start: the event socket is open before the baseline dump (the dump
+//! thread's first), so a connection that ends after the baseline is always seen, by a dump or
+//! by its event.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::conntrack::netlink::NetlinkError;
-use crate::conntrack::{ConntrackEntry, ConntrackSocket, DumpMode};
+use crate::conntrack::{ConntrackSocket, DumpMode, EntryFilter};
 use crate::delta::{ConntrackDelta, DeltaTracker};
 use crate::output::Interval;
 
@@ -26,9 +27,11 @@ pub struct CollectSettings {
     pub mode: DumpMode,
     /// Switch accounting on if it is off, instead of refusing to start.
     pub enable_acct: bool,
+    pub filter: EntryFilter,
 }
 
 struct Shared {
+    filter: EntryFilter,
     tracker: Mutex<DeltaTracker>,
     /// Final deltas from events since the last dump.
     ended: Mutex<Vec<ConntrackDelta>>,
@@ -64,13 +67,13 @@ pub fn start(
     crate::conntrack::netlink::ensure_accounting(netns, settings.enable_acct)?;
     let mut events = ConntrackSocket::destroy_events(netns, EVENT_BUFFER_BYTES)?;
     events.set_receive_timeout(Duration::from_millis(200))?;
-    let mut dumps = ConntrackSocket::open(netns)?;
+    let dumps = ConntrackSocket::open(netns)?;
     let shared = Arc::new(Shared {
+        filter: settings.filter,
         tracker: Mutex::new(DeltaTracker::new(settings.mode)),
         ended: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     });
-    dump_once(&mut dumps, settings.mode, &shared)?; // baseline: emits nothing
     let mut threads = Vec::new();
     let s = shared.clone();
     threads.push(
@@ -80,31 +83,39 @@ pub fn start(
             .expect("spawn"),
     );
     let s = shared.clone();
+    let (baseline_tx, baseline) = std::sync::mpsc::sync_channel(1);
     threads.push(
         std::thread::Builder::new()
             .name("ct-dump".into())
-            .spawn(move || dump_every(dumps, settings, &s, intervals))
+            .spawn(move || dump_every(dumps, settings, &s, baseline_tx, intervals))
             .expect("spawn"),
     );
-    Ok(Collection { shared, threads })
-}
-
-/// Loopback never leaves the host; everything else (incl. hostNetwork) is kept.
-fn wanted(entry: &ConntrackEntry) -> bool {
-    !entry.is_loopback()
+    let collection = Collection { shared, threads };
+    // Return once the baseline is taken: what happens from now on is counted.
+    match baseline.recv() {
+        Ok(Ok(())) => Ok(collection),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(NetlinkError::Dump(std::io::Error::other(
+            "the dump thread ended before the baseline",
+        ))),
+    }
 }
 
 fn dump_once(
     socket: &mut ConntrackSocket,
     mode: DumpMode,
     shared: &Shared,
+    table_count: Option<usize>,
 ) -> Result<Vec<ConntrackDelta>, NetlinkError> {
     let started = Instant::now();
     let mut deltas = Vec::new();
     let mut tracker = lock(&shared.tracker);
+    if let Some(count) = table_count {
+        tracker.reserve(count);
+    }
     tracker.start_dump();
     let stats = socket.dump(mode, |entry| {
-        if wanted(&entry)
+        if shared.filter.wants(&entry)
             && let Some(delta) = tracker.observe(&entry)
         {
             deltas.push(delta);
@@ -130,6 +141,7 @@ fn dump_every(
     mut socket: ConntrackSocket,
     settings: CollectSettings,
     shared: &Shared,
+    baseline: std::sync::mpsc::SyncSender<Result<(), NetlinkError>>,
     intervals: mpsc::Sender<Interval>,
 ) {
     // In the node's namespace, /proc/sys/net shows that namespace's conntrack count.
@@ -140,15 +152,22 @@ fn dump_every(
     }
     let mut table = TableFill::default();
     let mut start = SystemTime::now();
-    let mut next = Instant::now() + settings.interval;
+    // The first dump is the baseline: it emits nothing, its bytes predate us.
+    let mut baseline_done = false;
+    let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         if Instant::now() < next {
             std::thread::sleep((next - Instant::now()).min(Duration::from_millis(100)));
             continue;
         }
         next += settings.interval;
-        let mut deltas = match dump_once(&mut socket, settings.mode, shared) {
+        let table_count = table.report();
+        let mut deltas = match dump_once(&mut socket, settings.mode, shared, table_count) {
             Ok(deltas) => deltas,
+            Err(err) if !baseline_done => {
+                let _ = baseline.send(Err(err));
+                return;
+            }
             Err(err) => {
                 // Counted and retried next interval; deltas are not lost, they accumulate.
                 metrics::counter!("netmeter_collector_dump_errors_total").increment(1);
@@ -156,7 +175,13 @@ fn dump_every(
                 continue;
             }
         };
-        table.report();
+        if !baseline_done {
+            baseline_done = true;
+            let _ = baseline.send(Ok(()));
+            start = SystemTime::now();
+            next = Instant::now() + settings.interval;
+            continue;
+        }
         deltas.append(&mut lock(&shared.ended));
         let end = SystemTime::now();
         for d in &deltas {
@@ -164,6 +189,10 @@ fn dump_every(
                 .increment(d.delta.orig_bytes);
             metrics::counter!("netmeter_collector_bytes_total", "direction" => "reply")
                 .increment(d.delta.reply_bytes);
+            metrics::counter!("netmeter_collector_packets_total", "direction" => "original")
+                .increment(d.delta.orig_packets);
+            metrics::counter!("netmeter_collector_packets_total", "direction" => "reply")
+                .increment(d.delta.reply_packets);
         }
         metrics::counter!("netmeter_collector_deltas_total").increment(deltas.len() as u64);
         if intervals
@@ -180,7 +209,7 @@ fn read_events(mut socket: ConntrackSocket, shared: &Shared) {
     let mut overrun_logged = false;
     while !shared.stop.load(Ordering::Relaxed) {
         let result = socket.next_events(|event| match event {
-            Ok(entry) if wanted(&entry) => {
+            Ok(entry) if shared.filter.wants(&entry) => {
                 metrics::counter!("netmeter_collector_events_total").increment(1);
                 if let Some(delta) = lock(&shared.tracker).destroyed(&entry) {
                     lock(&shared.ended).push(delta);
@@ -225,7 +254,8 @@ impl TableFill {
     /// Warn above this share of `nf_conntrack_max`.
     const WARN_AT: f64 = 0.9;
 
-    fn report(&mut self) {
+    /// Reports the fill level and returns the number of entries.
+    fn report(&mut self) -> Option<usize> {
         let read = |name: &str| {
             std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
                 .ok()
@@ -233,7 +263,7 @@ impl TableFill {
         };
         let (Some(count), Some(max)) = (read("nf_conntrack_count"), read("nf_conntrack_max"))
         else {
-            return;
+            return None;
         };
         metrics::gauge!("netmeter_collector_conntrack_count").set(count);
         metrics::gauge!("netmeter_collector_conntrack_max").set(max);
@@ -246,5 +276,6 @@ impl TableFill {
             );
         }
         self.warned = near_full;
+        Some(count as usize)
     }
 }

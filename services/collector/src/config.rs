@@ -7,7 +7,7 @@ use clap::Parser;
 use netmeter_common::kafka::KafkaArgs;
 use netmeter_common::{ConfigError, ServiceArgs};
 
-use crate::conntrack::DumpMode;
+use crate::conntrack::{DumpMode, EntryFilter, MarkFilter};
 
 /// Where deltas go.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,12 @@ pub struct Args {
     /// Set net.netfilter.nf_conntrack_acct=1 (in --netns) if it is off, instead of exiting.
     #[arg(long, env = "NETMETER_ENABLE_ACCT")]
     pub enable_acct: bool,
+    /// Only connections in this conntrack zone.
+    #[arg(long, env = "NETMETER_ZONE")]
+    pub zone: Option<u16>,
+    /// Only connections whose conntrack mark matches, as VALUE or VALUE/MASK (hex with 0x).
+    #[arg(long, env = "NETMETER_MARK", value_parser = parse_mark)]
+    pub mark: Option<MarkFilter>,
     /// Largest Kafka message; an interval with more deltas is split over several batches.
     #[arg(long, env = "NETMETER_MAX_MESSAGE_BYTES", default_value_t = 1_000_000)]
     pub max_message_bytes: usize,
@@ -86,6 +92,7 @@ pub struct Config {
     pub buffer_bytes: usize,
     pub compression: Compression,
     pub enable_acct: bool,
+    pub filter: EntryFilter,
 }
 
 impl Args {
@@ -154,6 +161,10 @@ impl Args {
             buffer_bytes: self.buffer_bytes,
             compression: self.compression,
             enable_acct: self.enable_acct,
+            filter: EntryFilter {
+                zone: self.zone,
+                mark: self.mark,
+            },
         })
     }
 }
@@ -163,4 +174,20 @@ fn host_name() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+fn parse_number(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not a 32-bit number"))
+}
+
+fn parse_mark(s: &str) -> Result<MarkFilter, String> {
+    let (value, mask) = match s.split_once('/') {
+        Some((value, mask)) => (parse_number(value)?, parse_number(mask)?),
+        None => (parse_number(s)?, u32::MAX),
+    };
+    Ok(MarkFilter { value, mask })
 }

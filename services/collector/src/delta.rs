@@ -103,6 +103,11 @@ impl DeltaTracker {
         self.previous.len()
     }
 
+    /// Sizes the state for `connections` (the kernel's conntrack count) before a dump.
+    pub fn reserve(&mut self, connections: usize) {
+        self.previous.reserve(connections);
+    }
+
     /// Call before feeding a dump's entries.
     pub fn start_dump(&mut self) {
         self.generation = self.generation.wrapping_add(1);

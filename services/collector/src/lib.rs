@@ -49,6 +49,7 @@ async fn start_collection(
         interval: config.interval,
         mode: config.dump_mode,
         enable_acct: config.enable_acct,
+        filter: config.filter,
     };
     let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx)).await??;
     Ok((collection, intervals))

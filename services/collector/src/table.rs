@@ -9,6 +9,8 @@
 
 /// Grow when this share of the slots is used; probing stays short below it.
 const MAX_LOAD: f64 = 0.85;
+/// Load after [`ConnectionTable::reserve`]: room to grow before the next resize.
+const RESERVE_LOAD: f64 = 0.7;
 const MIN_CAPACITY: usize = 1024;
 
 /// What the tracker keeps per connection.
@@ -170,8 +172,21 @@ impl ConnectionTable {
         }
     }
 
+    /// Makes room for `connections` so that inserting them does not grow the table. Growing
+    /// holds the old and the new slots at once; sizing the table before a dump of a known
+    /// table size (the kernel's conntrack count) avoids that peak when it is still empty.
+    pub fn reserve(&mut self, connections: usize) {
+        if connections as f64 > self.slots.len() as f64 * MAX_LOAD {
+            self.resize((connections as f64 / RESERVE_LOAD) as usize);
+        }
+    }
+
     fn grow(&mut self) {
-        let capacity = (self.slots.len() * 3 / 2).max(MIN_CAPACITY);
+        self.resize(self.slots.len() * 3 / 2);
+    }
+
+    fn resize(&mut self, capacity: usize) {
+        let capacity = capacity.max(MIN_CAPACITY);
         let old = std::mem::replace(&mut self.slots, vec![Slot::default(); capacity]);
         self.len = 0;
         for slot in old.into_iter().filter(|s| s.key != 0) {
@@ -255,6 +270,20 @@ mod tests {
         table.insert(0, &big);
         let back = table.get(0).unwrap();
         assert_eq!((back.reply_bytes, back.seen), (5, u16::MAX));
+    }
+
+    #[test]
+    fn reserve_sizes_the_table_once() {
+        let mut table = ConnectionTable::default();
+        table.reserve(1_000_000);
+        let reserved = table.allocated_bytes();
+        for key in keys(1_000_000) {
+            table.insert(key, &ConnectionState::default());
+        }
+        assert_eq!(table.allocated_bytes(), reserved, "no growth while filling");
+        assert!(reserved <= 46 << 20, "{reserved} bytes");
+        table.reserve(10); // never shrinks
+        assert_eq!(table.allocated_bytes(), reserved);
     }
 
     #[test]

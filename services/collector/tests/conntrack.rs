@@ -79,6 +79,7 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
         interval: Duration::from_secs(1),
         mode: DumpMode::Read,
         enable_acct: false,
+        filter: Default::default(),
     };
     let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
         .await
@@ -219,6 +220,7 @@ async fn collect_for(
         interval: Duration::from_secs(1),
         mode,
         enable_acct: false,
+        filter: Default::default(),
     };
     let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
         .await

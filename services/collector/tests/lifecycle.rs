@@ -41,6 +41,8 @@ fn bad_configuration_exits_2_with_one_line() {
     )
     .unwrap();
     check_config_error(bin, &["--output", "file"], &[], "--output").unwrap();
+    check_config_error(bin, &["--mark", "0xzz/0xff"], &[], "--mark").unwrap();
+    check_config_error(bin, &[], &[("NETMETER_ZONE", "70000")], "NETMETER_ZONE").unwrap();
 }
 
 #[test]
