@@ -101,26 +101,45 @@ pub fn start(
     }
 }
 
+/// Deltas are handed on in chunks of this many, so an interval in which a million
+/// connections transferred is never held in memory at once.
+const CHUNK: usize = 10_000;
+
+/// One dump: every wanted entry goes through the tracker, and the resulting deltas (then the
+/// final deltas from DESTROY events) go to `emit` in chunks. On a netlink error the deltas
+/// already computed are still emitted (their state is updated), then the error is returned.
 fn dump_once(
     socket: &mut ConntrackSocket,
     mode: DumpMode,
     shared: &Shared,
     table_count: Option<usize>,
-) -> Result<Vec<ConntrackDelta>, NetlinkError> {
+    emit: &mut dyn FnMut(Vec<ConntrackDelta>),
+) -> Result<(), NetlinkError> {
     let started = Instant::now();
-    let mut deltas = Vec::new();
+    let mut chunk = Vec::new();
     let mut tracker = lock(&shared.tracker);
     if let Some(count) = table_count {
         tracker.reserve(count);
     }
     tracker.start_dump();
-    let stats = socket.dump(mode, |entry| {
+    let result = socket.dump(mode, |entry| {
         if shared.filter.wants(&entry)
             && let Some(delta) = tracker.observe(&entry)
         {
-            deltas.push(delta);
+            chunk.push(delta);
+            if chunk.len() >= CHUNK {
+                emit(std::mem::take(&mut chunk));
+            }
         }
-    })?;
+    });
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(err) => {
+            drop(tracker);
+            emit(chunk);
+            return Err(err);
+        }
+    };
     tracker.finish_dump();
     metrics::histogram!("netmeter_collector_dump_duration_seconds")
         .record(started.elapsed().as_secs_f64());
@@ -134,7 +153,24 @@ fn dump_once(
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     metrics::gauge!("netmeter_collector_last_dump_timestamp_seconds").set(now.as_secs_f64());
-    Ok(deltas)
+    drop(tracker);
+    chunk.append(&mut lock(&shared.ended));
+    emit(chunk);
+    Ok(())
+}
+
+fn count(deltas: &[ConntrackDelta]) {
+    for d in deltas {
+        metrics::counter!("netmeter_collector_bytes_total", "direction" => "original")
+            .increment(d.delta.orig_bytes);
+        metrics::counter!("netmeter_collector_bytes_total", "direction" => "reply")
+            .increment(d.delta.reply_bytes);
+        metrics::counter!("netmeter_collector_packets_total", "direction" => "original")
+            .increment(d.delta.orig_packets);
+        metrics::counter!("netmeter_collector_packets_total", "direction" => "reply")
+            .increment(d.delta.reply_packets);
+    }
+    metrics::counter!("netmeter_collector_deltas_total").increment(deltas.len() as u64);
 }
 
 fn dump_every(
@@ -151,57 +187,40 @@ fn dump_every(
         tracing::warn!(error = %err, "conntrack table fill level will not be reported");
     }
     let mut table = TableFill::default();
-    let mut start = SystemTime::now();
     // The first dump is the baseline: it emits nothing, its bytes predate us.
-    let mut baseline_done = false;
-    let mut next = Instant::now();
-    while !shared.stop.load(Ordering::Relaxed) {
+    let baseline_start = SystemTime::now();
+    let table_count = table.report();
+    let first = dump_once(&mut socket, settings.mode, shared, table_count, &mut |_| {});
+    let failed = first.is_err();
+    let _ = baseline.send(first);
+    if failed {
+        return;
+    }
+    // An interval runs from one dump's start to the next one's.
+    let mut start = baseline_start;
+    let mut next = Instant::now() + settings.interval;
+    let mut receiver_gone = false;
+    while !shared.stop.load(Ordering::Relaxed) && !receiver_gone {
         if Instant::now() < next {
             std::thread::sleep((next - Instant::now()).min(Duration::from_millis(100)));
             continue;
         }
         next += settings.interval;
         let table_count = table.report();
-        let mut deltas = match dump_once(&mut socket, settings.mode, shared, table_count) {
-            Ok(deltas) => deltas,
-            Err(err) if !baseline_done => {
-                let _ = baseline.send(Err(err));
-                return;
-            }
+        let end = SystemTime::now();
+        let mut emit = |deltas: Vec<ConntrackDelta>| {
+            count(&deltas);
+            let interval = Interval { start, end, deltas };
+            receiver_gone |= intervals.blocking_send(interval).is_err();
+        };
+        match dump_once(&mut socket, settings.mode, shared, table_count, &mut emit) {
+            Ok(()) => start = end,
             Err(err) => {
-                // Counted and retried next interval; deltas are not lost, they accumulate.
+                // Counted and retried next interval: what was not emitted accumulates.
                 metrics::counter!("netmeter_collector_dump_errors_total").increment(1);
                 tracing::warn!(error = %err, "conntrack dump failed; retrying next interval");
-                continue;
             }
-        };
-        if !baseline_done {
-            baseline_done = true;
-            let _ = baseline.send(Ok(()));
-            start = SystemTime::now();
-            next = Instant::now() + settings.interval;
-            continue;
         }
-        deltas.append(&mut lock(&shared.ended));
-        let end = SystemTime::now();
-        for d in &deltas {
-            metrics::counter!("netmeter_collector_bytes_total", "direction" => "original")
-                .increment(d.delta.orig_bytes);
-            metrics::counter!("netmeter_collector_bytes_total", "direction" => "reply")
-                .increment(d.delta.reply_bytes);
-            metrics::counter!("netmeter_collector_packets_total", "direction" => "original")
-                .increment(d.delta.orig_packets);
-            metrics::counter!("netmeter_collector_packets_total", "direction" => "reply")
-                .increment(d.delta.reply_packets);
-        }
-        metrics::counter!("netmeter_collector_deltas_total").increment(deltas.len() as u64);
-        if intervals
-            .blocking_send(Interval { start, end, deltas })
-            .is_err()
-        {
-            return; // the receiver stopped: shutting down
-        }
-        start = end;
     }
 }
 
