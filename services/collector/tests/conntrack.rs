@@ -30,6 +30,44 @@ fn sum_by_source_port(intervals: &[Interval]) -> HashMap<(u8, u16), (Counters, b
     sums
 }
 
+/// The collection threads on the topology's node namespace, with 1 s intervals.
+struct Collecting {
+    collection: collect::Collection,
+    intervals: mpsc::Receiver<Interval>,
+}
+
+impl Collecting {
+    /// Returns once the baseline is taken.
+    async fn start(topology: &NodeTopology, mode: DumpMode) -> Collecting {
+        let (tx, intervals) = mpsc::channel(1000);
+        let settings = CollectSettings {
+            netns: Some(topology.node_ns_path()),
+            interval: Duration::from_secs(1),
+            mode,
+            enable_acct: false,
+            filter: Default::default(),
+        };
+        let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
+            .await
+            .unwrap()
+            .unwrap();
+        Collecting {
+            collection,
+            intervals,
+        }
+    }
+
+    /// Stops the collection and returns every interval it emitted.
+    fn finish(mut self) -> Vec<Interval> {
+        drop(self.collection);
+        let mut intervals = Vec::new();
+        while let Ok(interval) = self.intervals.try_recv() {
+            intervals.push(interval);
+        }
+        intervals
+    }
+}
+
 fn kernel_counters(entry: &netns::KernelEntry) -> Counters {
     Counters {
         orig_bytes: entry.orig.bytes,
@@ -73,18 +111,7 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
         .unwrap();
     let events = netmeter_tests::process::KilledOnDrop(events);
 
-    let (tx, mut rx) = mpsc::channel(1000);
-    let settings = CollectSettings {
-        netns: Some(topology.node_ns_path()),
-        interval: Duration::from_secs(1),
-        mode: DumpMode::Read,
-        enable_acct: false,
-        filter: Default::default(),
-    };
-    let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
-        .await
-        .unwrap()
-        .unwrap();
+    let collecting = Collecting::start(&topology, DumpMode::Read).await;
 
     let pod_a = topology.pod_a_ns_name().to_string();
     let pod_b = topology.pod_b_ns_name().to_string();
@@ -105,11 +132,7 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
     tokio::time::sleep(Duration::from_secs(4)).await; // both TCP connections end and are dumped
 
     let live = netns::conntrack_list(&node).unwrap();
-    drop(collection);
-    let mut intervals = Vec::new();
-    while let Ok(interval) = rx.try_recv() {
-        intervals.push(interval);
-    }
+    let intervals = collecting.finish();
     let ended = netns::parse_conntrack_events(&events.finish()).unwrap();
     let ours = sum_by_source_port(&intervals);
 
@@ -207,33 +230,17 @@ fn kernel_udp_bytes(topology: &NodeTopology, sport: u16) -> u64 {
         .bytes
 }
 
-/// Runs the collection for `dumps` intervals of 1 s and returns what it emitted.
+/// Runs the collection for `seconds` (1 s intervals) around `traffic`; what it emitted.
 async fn collect_for(
     topology: &NodeTopology,
     mode: DumpMode,
     seconds: u64,
     traffic: impl FnOnce(),
 ) -> Vec<Interval> {
-    let (tx, mut rx) = mpsc::channel(100);
-    let settings = CollectSettings {
-        netns: Some(topology.node_ns_path()),
-        interval: Duration::from_secs(1),
-        mode,
-        enable_acct: false,
-        filter: Default::default(),
-    };
-    let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
-        .await
-        .unwrap()
-        .unwrap();
+    let collecting = Collecting::start(topology, mode).await;
     traffic();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    drop(collection);
-    let mut intervals = Vec::new();
-    while let Ok(interval) = rx.try_recv() {
-        intervals.push(interval);
-    }
-    intervals
+    collecting.finish()
 }
 
 #[tokio::test(flavor = "multi_thread")]
