@@ -207,8 +207,18 @@ fn dump_every(
         }
         next += settings.interval;
         let table_count = table.report();
+        let node_addresses = local_addresses();
         let end = SystemTime::now();
-        let mut emit = |deltas: Vec<ConntrackDelta>| {
+        let mut emit = |mut deltas: Vec<ConntrackDelta>| {
+            for d in &mut deltas {
+                d.node_endpoint = [
+                    d.entry.original.src,
+                    d.entry.original.dst,
+                    d.entry.reply.src,
+                ]
+                .iter()
+                .any(|a| node_addresses.contains(a));
+            }
             count(&deltas);
             let interval = Interval { start, end, deltas };
             receiver_gone |= intervals.blocking_send(interval).is_err();
@@ -297,4 +307,39 @@ impl TableFill {
         self.warned = near_full;
         Some(count as usize)
     }
+}
+
+/// The addresses of this thread's network namespace (the node's): deltas with an endpoint
+/// among them come from node processes or hostNetwork pods.
+fn local_addresses() -> std::collections::HashSet<std::net::IpAddr> {
+    let mut addresses = std::collections::HashSet::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we only read and then free with freeifaddrs.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return addresses;
+        }
+        let mut item = list;
+        while !item.is_null() {
+            let addr = (*item).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        addresses.insert(
+                            std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).into(),
+                        );
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        addresses.insert(std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr).into());
+                    }
+                    _ => {}
+                }
+            }
+            item = (*item).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    addresses
 }

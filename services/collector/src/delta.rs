@@ -35,6 +35,8 @@ pub struct ConntrackDelta {
     pub new: bool,
     /// Ended; this is its final delta.
     pub destroyed: bool,
+    /// An endpoint is one of the node's own addresses (set when the delta is emitted).
+    pub node_endpoint: bool,
 }
 
 /// Keys are already hashes: use them as they are.
@@ -150,6 +152,7 @@ impl DeltaTracker {
             delta,
             new,
             destroyed: false,
+            node_endpoint: false,
         })
     }
 
@@ -206,6 +209,7 @@ impl DeltaTracker {
             delta,
             new,
             destroyed: true,
+            node_endpoint: false,
         })
     }
 }

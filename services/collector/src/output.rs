@@ -52,6 +52,7 @@ struct JsonDelta {
     interval_end: String,
     new: bool,
     destroyed: bool,
+    node_endpoint: bool,
     assured: bool,
     nat: bool,
     conntrack_id: u32,
@@ -81,6 +82,7 @@ pub fn write_json_lines(interval: &Interval, out: &mut impl Write) -> std::io::R
             interval_end: end.clone(),
             new: d.new,
             destroyed: d.destroyed,
+            node_endpoint: d.node_endpoint,
             assured: d.entry.assured(),
             nat: d.entry.nat(),
             conntrack_id: d.entry.id,
@@ -134,6 +136,7 @@ pub fn wire_delta(d: &ConntrackDelta) -> raw::ConnectionDelta {
         assured: d.entry.assured(),
         nat: d.entry.nat(),
         mark: d.entry.mark,
+        node_endpoint: d.node_endpoint,
     }
 }
 
@@ -178,6 +181,7 @@ mod tests {
             },
             new: true,
             destroyed: false,
+            node_endpoint: false,
         }
     }
 

@@ -200,6 +200,7 @@ mod tests {
             },
             new: false,
             destroyed: false,
+            node_endpoint: false,
         };
         Interval {
             start: UNIX_EPOCH,

@@ -328,3 +328,34 @@ fn output_stdout_prints_one_json_object_per_delta() {
     let end = line["interval_end"].as_str().unwrap();
     assert!(humantime::parse_rfc3339(start).unwrap() < humantime::parse_rfc3339(end).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_of_the_node_itself_is_kept_and_flagged() {
+    let topology = NodeTopology::create().unwrap();
+    let to_node: SocketAddr = (netns::NODE_V4, 7100).into();
+    let node_sink = netns::udp_sink(topology.node_ns_name(), to_node).unwrap();
+    let mut ports = (0, 0);
+    let intervals = collect_for(&topology, DumpMode::Read, 3, || {
+        let to_pod = udp_flow(&topology, 7101, 10, 100);
+        let to_node = netns::udp_send(topology.pod_a_ns_name(), to_node, 20, 100)
+            .unwrap()
+            .port();
+        ports = (to_pod, to_node);
+    })
+    .await;
+    assert!(node_sink.wait_for(20, Duration::from_secs(5)));
+    let deltas: Vec<_> = intervals.iter().flat_map(|i| &i.deltas).collect();
+    let find = |port| {
+        deltas
+            .iter()
+            .find(|d| d.entry.original.src_port == port)
+            .expect("a delta")
+    };
+    let (pod, node) = (find(ports.0), find(ports.1));
+    assert!(!pod.node_endpoint, "pod to pod");
+    assert!(node.node_endpoint, "pod to the node's own address");
+    assert_eq!(
+        sum_by_source_port(&intervals)[&(17, ports.1)].0.orig_bytes,
+        20 * 128
+    );
+}
