@@ -153,6 +153,7 @@ mod tests {
                     assured: true,
                     nat: true,
                     mark: 0,
+                    node_endpoint: false,
                 },
                 ConnectionDelta {
                     family: AddressFamily::Ipv6 as i32,
