@@ -1,8 +1,9 @@
 //! The attributor: consumes raw deltas, attributes and prices them, publishes flow records.
 //!
-//! This is the service shell (configuration, Kafka readiness, lifecycle); attribution lands
-//! with the attributor issue.
+//! This is the service shell (configuration, Kafka readiness, lifecycle) plus the first piece
+//! of attribution, [`cloud`] (cloud IP ranges); the rest lands with the attributor issue.
 
+pub mod cloud;
 pub mod config;
 
 pub use config::{Args, Config};
