@@ -259,6 +259,19 @@ mod tests {
         })
     }
 
+    /// `$NETMETER_CLOUD_RANGES_DIR`, else `shared/data/cloud-ip-ranges` beside the checkout
+    /// (where CI and the development machines have it).
+    fn range_files_dir() -> std::path::PathBuf {
+        if let Some(dir) = std::env::var_os("NETMETER_CLOUD_RANGES_DIR") {
+            return dir.into();
+        }
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|a| a.join("shared/data/cloud-ip-ranges"))
+            .find(|d| d.is_dir())
+            .expect("shared/data/cloud-ip-ranges beside the checkout, or NETMETER_CLOUD_RANGES_DIR")
+    }
+
     fn label(ip: &str) -> (Cloud, &str, &str, String) {
         let l = ranges()
             .lookup(ip.parse().unwrap())
