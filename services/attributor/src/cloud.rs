@@ -247,8 +247,7 @@ mod tests {
     fn ranges() -> &'static CloudRanges {
         static RANGES: OnceLock<CloudRanges> = OnceLock::new();
         RANGES.get_or_init(|| {
-            let dir =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cloud-ip-ranges");
+            let dir = range_files_dir();
             let mut ranges = CloudRanges::default();
             ranges.add_aws(&dir.join("aws-ip-ranges.json")).unwrap();
             ranges.add_gcp(&dir.join("gcp-cloud.json")).unwrap();
