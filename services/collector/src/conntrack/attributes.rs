@@ -92,34 +92,25 @@ fn attributes(buf: &[u8], base: usize) -> Attributes<'_> {
     }
 }
 
+/// The value as exactly `N` big-endian bytes, or a length error naming the attribute.
+fn be<const N: usize>(v: &[u8], kind: &'static str) -> Result<[u8; N], ParseError> {
+    v.try_into().map_err(|_| ParseError::BadLength {
+        kind,
+        len: v.len(),
+        expected: N,
+    })
+}
+
 fn be_u16(v: &[u8], kind: &'static str) -> Result<u16, ParseError> {
-    v.try_into()
-        .map(u16::from_be_bytes)
-        .map_err(|_| ParseError::BadLength {
-            kind,
-            len: v.len(),
-            expected: 2,
-        })
+    be(v, kind).map(u16::from_be_bytes)
 }
 
 fn be_u32(v: &[u8], kind: &'static str) -> Result<u32, ParseError> {
-    v.try_into()
-        .map(u32::from_be_bytes)
-        .map_err(|_| ParseError::BadLength {
-            kind,
-            len: v.len(),
-            expected: 4,
-        })
+    be(v, kind).map(u32::from_be_bytes)
 }
 
 fn be_u64(v: &[u8], kind: &'static str) -> Result<u64, ParseError> {
-    v.try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| ParseError::BadLength {
-            kind,
-            len: v.len(),
-            expected: 8,
-        })
+    be(v, kind).map(u64::from_be_bytes)
 }
 
 /// Parses a ctnetlink payload (starting at `nfgenmsg`) into an entry.
@@ -219,21 +210,11 @@ fn parse_tuple(buf: &[u8]) -> Result<(Tuple, u8), ParseError> {
 }
 
 fn ipv4(v: &[u8]) -> Result<IpAddr, ParseError> {
-    let octets: [u8; 4] = v.try_into().map_err(|_| ParseError::BadLength {
-        kind: "CTA_IP_V4",
-        len: v.len(),
-        expected: 4,
-    })?;
-    Ok(IpAddr::V4(Ipv4Addr::from(octets)))
+    be::<4>(v, "CTA_IP_V4").map(|octets| IpAddr::V4(Ipv4Addr::from(octets)))
 }
 
 fn ipv6(v: &[u8]) -> Result<IpAddr, ParseError> {
-    let octets: [u8; 16] = v.try_into().map_err(|_| ParseError::BadLength {
-        kind: "CTA_IP_V6",
-        len: v.len(),
-        expected: 16,
-    })?;
-    Ok(IpAddr::V6(Ipv6Addr::from(octets)))
+    be::<16>(v, "CTA_IP_V6").map(|octets| IpAddr::V6(Ipv6Addr::from(octets)))
 }
 
 /// `(packets, bytes)`; the kernel sends 64-bit counters, older kernels 32-bit ones.
