@@ -1,7 +1,11 @@
 //! The wire contract between netmeter's services: the only place wire types are defined.
 //!
 //! - [`raw`]: the raw topic, one [`raw::ConntrackBatch`] per Kafka message.
-//! - [`flows`]: the enriched topic, length-delimited [`flows::Flow`] records per Kafka message.
+//! - [`flows`]: the enriched topic, length-delimited [`flows::Flow`] records per Kafka message;
+//!   [`FlowView`] writes the same bytes from borrowed strings.
+//! - [`inventory`]: the inventory topic, one [`inventory::IpTenure`] per Kafka message.
+//! - The dead-letter topic carries the original message value unchanged, with headers that
+//!   say where it came from and why it was rejected ([`DEAD_LETTER_REASON_HEADER`], ...).
 //!
 //! The schema version travels twice: in the topic name (`netmeter.raw.v1`) and in the
 //! [`SCHEMA_HEADER`] Kafka header, so a consumer can reject a message it cannot read without
@@ -19,8 +23,22 @@ pub mod flows {
     include!(concat!(env!("OUT_DIR"), "/netmeter.flows.v1.rs"));
 }
 
+/// Who held which IP address when, as learned from the Kubernetes API by the attributors.
+pub mod inventory {
+    include!(concat!(env!("OUT_DIR"), "/netmeter.inventory.v1.rs"));
+}
+
+mod flow_view;
+pub use flow_view::{EndpointView, FlowView};
+
 /// Kafka header that names the schema of a message's value.
 pub const SCHEMA_HEADER: &str = "netmeter-schema";
+
+/// Dead-letter headers: why the message was rejected, which service rejected it, and where it
+/// was read (`topic/partition/offset`).
+pub const DEAD_LETTER_REASON_HEADER: &str = "netmeter-dead-letter-reason";
+pub const DEAD_LETTER_SERVICE_HEADER: &str = "netmeter-dead-letter-service";
+pub const DEAD_LETTER_SOURCE_HEADER: &str = "netmeter-dead-letter-source";
 
 /// Default prefix of every topic name; configurable per deployment.
 pub const DEFAULT_TOPIC_PREFIX: &str = "netmeter.";
@@ -33,6 +51,9 @@ pub const FLOW_PROTO: &str = include_str!("../netmeter/flow.proto");
 pub enum Schema {
     RawV1,
     FlowsV1,
+    InventoryV1,
+    /// Rejected messages of any schema (their value is unchanged).
+    DeadLetterV1,
 }
 
 impl Schema {
@@ -41,6 +62,8 @@ impl Schema {
         match self {
             Schema::RawV1 => "raw.v1",
             Schema::FlowsV1 => "flows.v1",
+            Schema::InventoryV1 => "inventory.v1",
+            Schema::DeadLetterV1 => "dead-letter.v1",
         }
     }
 
@@ -97,6 +120,11 @@ pub fn encode_batch(batch: &raw::ConntrackBatch) -> Vec<u8> {
 /// Decodes one Kafka message value of the raw topic.
 pub fn decode_batch(bytes: &[u8]) -> Result<raw::ConntrackBatch, DecodeError> {
     Ok(raw::ConntrackBatch::decode(bytes)?)
+}
+
+/// Decodes one Kafka message value of the inventory topic.
+pub fn decode_tenure(bytes: &[u8]) -> Result<inventory::IpTenure, DecodeError> {
+    Ok(inventory::IpTenure::decode(bytes)?)
 }
 
 /// Appends one flow record, prefixed with its varint length (ClickHouse `Protobuf` framing).

@@ -5,19 +5,38 @@
 //! - [`process`]: child processes we start, end by PID, and never leak.
 //! - [`broker`], [`clickhouse`]: how to run and probe each component.
 //! - [`stack`]: a broker plus ClickHouse on free ports, with the netmeter topics created.
+//! - [`cluster`]: Kubernetes objects (nodes, pods with owner chains, Services) for [`kube_api`].
+//! - [`records`]: raw batches to feed a pipeline, and its output read back.
 //! - [`service`]: runs a netmeter binary against a stack and checks its HTTP endpoint.
+//! - [`kube_api`]: an in-process Kubernetes API server (list/watch, 410s, outages) for kube-rs.
 //! - [`netns`]: a simulated Kubernetes node in network namespaces, traffic, and a reference
 //!   conntrack reader.
 
 pub mod broker;
 pub mod clickhouse;
+pub mod cluster;
 pub mod install;
+pub mod kube_api;
 pub mod netns;
 pub mod process;
+pub mod records;
 pub mod service;
 pub mod stack;
 
 pub use stack::Stack;
+
+/// The real cloud provider range files (`shared/data/cloud-ip-ranges` beside the checkout, or
+/// `$NETMETER_CLOUD_RANGES_DIR`).
+pub fn cloud_ranges_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("NETMETER_CLOUD_RANGES_DIR") {
+        return dir.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/data/cloud-ip-ranges"))
+        .find(|d| d.is_dir())
+        .expect("shared/data/cloud-ip-ranges beside the checkout, or NETMETER_CLOUD_RANGES_DIR")
+}
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

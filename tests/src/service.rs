@@ -22,6 +22,16 @@ pub struct RunningService {
 impl RunningService {
     /// Starts `bin` with `args`, pointed at `stack`'s broker, logging in pretty text.
     pub fn start(bin: &Path, stack: &Stack, args: &[&str]) -> anyhow::Result<RunningService> {
+        Self::start_with_env(bin, stack, args, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub fn start_with_env(
+        bin: &Path,
+        stack: &Stack,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<RunningService> {
         let http_port = free_port();
         let log_dir = tempfile::tempdir()?;
         let mut command = Command::new(bin);
@@ -30,7 +40,8 @@ impl RunningService {
             .env("NETMETER_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("NETMETER_KAFKA_BROKERS", stack.kafka_bootstrap())
             .env("NETMETER_CLICKHOUSE_URL", stack.clickhouse_url())
-            .env("NETMETER_LOG_FORMAT", "pretty");
+            .env("NETMETER_LOG_FORMAT", "pretty")
+            .envs(env.iter().copied());
         let name = bin
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -50,6 +61,13 @@ impl RunningService {
 
     pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
         http_get(self.http_port, path)
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `metric("x_total{reason=\"a\"}")`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").ok()?;
+        body.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Waits until `/readyz` answers 200.

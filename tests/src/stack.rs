@@ -18,10 +18,15 @@ pub const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The topics every netmeter deployment has, under the default prefix.
 pub fn default_topics() -> Vec<String> {
-    [Schema::RawV1, Schema::FlowsV1]
-        .iter()
-        .map(|s| s.topic(DEFAULT_TOPIC_PREFIX))
-        .collect()
+    [
+        Schema::RawV1,
+        Schema::FlowsV1,
+        Schema::InventoryV1,
+        Schema::DeadLetterV1,
+    ]
+    .iter()
+    .map(|s| s.topic(DEFAULT_TOPIC_PREFIX))
+    .collect()
 }
 
 pub struct Stack {

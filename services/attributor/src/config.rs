@@ -1,35 +1,180 @@
 //! Attributor flags and env vars, validated into a [`Config`].
+//!
+//! `netmeter-attributor` runs the service; `replay` re-attributes a time range; `explain`
+//! labels addresses the way the service would. All three share the attribution flags.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
 use netmeter_common::kafka::KafkaArgs;
 use netmeter_common::{ConfigError, ServiceArgs};
+
+use crate::cloud::{Cloud, CloudRangesArgs};
+use crate::enrich::ClusterPlace;
+use crate::rules::Rules;
 
 /// Attributes raw conntrack deltas to workloads, zones, clouds and prices; republishes them.
 #[derive(Parser, Debug)]
 #[command(name = "netmeter-attributor", version, about)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub service: ServiceArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub attribution: AttributionArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Consumer group shared by all replicas.
     #[arg(long, env = "NETMETER_GROUP_ID", default_value = "netmeter-attributor")]
     pub group_id: String,
+    /// Watch the Kubernetes API (in-cluster config or $KUBECONFIG). Off: static hosts only.
+    #[arg(long, env = "NETMETER_KUBERNETES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kubernetes: bool,
+    /// How long to wait at start for the first full Kubernetes list before attributing with
+    /// the persisted inventory alone (marked stale).
+    #[arg(long, env = "NETMETER_KUBERNETES_SYNC_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub kubernetes_sync_timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Re-attribute the raw deltas of a time range with the current rules and the inventory
+    /// as of flow time; writes records with the same ids and a higher generation.
+    Replay(Box<ReplayArgs>),
+    /// Print how addresses are labelled and classified, one JSON object per address.
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub log: netmeter_common::telemetry::LogArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub attribution: AttributionArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Start of the range: RFC 3339 time or Unix milliseconds. Batches whose interval starts
+    /// at or after it are replayed.
+    #[arg(long, value_parser = parse_time)]
+    pub from: u64,
+    /// End of the range (exclusive), same formats.
+    #[arg(long, value_parser = parse_time)]
+    pub to: u64,
+    /// Generation written into the records; must exceed that of the records it replaces.
+    /// Default: the current Unix time in milliseconds.
+    #[arg(long)]
+    pub generation: Option<u64>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub attribution: AttributionArgs,
+    /// Addresses to explain.
+    #[arg(required = true, value_name = "ADDR")]
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// What attribution needs, shared by the service, replay and explain.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AttributionArgs {
     /// Name of this cluster, written into every flow record.
     #[arg(long, env = "NETMETER_CLUSTER", default_value = "default")]
     pub cluster: String,
+    /// Cloud the cluster runs in (aws, gcp, azure), for nodes whose provider id does not say.
+    #[arg(long, env = "NETMETER_CLOUD")]
+    pub cloud: Option<String>,
+    /// Region the cluster runs in, for nodes without a topology.kubernetes.io/region label.
+    #[arg(long, env = "NETMETER_REGION", default_value = "")]
+    pub region: String,
+    /// Rules file (YAML): network CIDR rules, static hosts, price overrides. See README.
+    #[arg(long, env = "NETMETER_RULES")]
+    pub rules: Option<PathBuf>,
+    /// How far an address's tenure reaches beyond its recorded start and end.
+    #[arg(long, env = "NETMETER_IP_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ip_grace: Duration,
+    /// Tenures that ended longer ago than this are forgotten (keep >= the raw topic retention).
+    #[arg(long, env = "NETMETER_INVENTORY_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub inventory_retention: Duration,
+    #[command(flatten)]
+    pub cloud_ranges: CloudRangesArgs,
 }
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceArgs,
-    pub kafka: KafkaArgs,
-    pub group_id: String,
-    pub cluster: String,
+#[derive(clap::Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Encoding of the flow records: protobuf (read by the sink and ClickHouse's Kafka
+    /// engine) or json (newline-delimited, header `netmeter-encoding: json`).
+    #[arg(long, env = "NETMETER_OUTPUT_FORMAT", value_enum, default_value_t = OutputFormat::Protobuf)]
+    pub output_format: OutputFormat,
+    /// Largest flow message written (many records per message).
+    #[arg(long, env = "NETMETER_MAX_MESSAGE_BYTES", default_value_t = 900_000)]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Protobuf,
+    Json,
+}
+
+/// The validated attribution settings.
+pub struct Attribution {
+    pub place: ClusterPlace,
+    pub rules: Rules,
+}
+
+impl AttributionArgs {
+    pub fn validate(&self) -> Result<Attribution, ConfigError> {
+        if self.cluster.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "--cluster",
+                "NETMETER_CLUSTER",
+                "is empty",
+            ));
+        }
+        let cloud = match self.cloud.as_deref().filter(|c| !c.is_empty()) {
+            Some(name) => Cloud::parse(name)
+                .map_err(|e| ConfigError::invalid("--cloud", "NETMETER_CLOUD", e))?
+                .name()
+                .to_string(),
+            None => String::new(),
+        };
+        let rules = match &self.rules {
+            Some(path) => Rules::load(path)
+                .map_err(|e| ConfigError::invalid("--rules", "NETMETER_RULES", e))?,
+            None => Rules::default(),
+        };
+        Ok(Attribution {
+            place: ClusterPlace {
+                cluster: self.cluster.clone(),
+                cloud,
+                region: self.region.clone(),
+            },
+            rules,
+        })
+    }
+}
+
+/// `2026-11-24T08:00:00Z` or Unix milliseconds.
+fn parse_time(text: &str) -> Result<u64, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{text:?} is neither RFC 3339 time nor Unix milliseconds: {e}"))?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| format!("{text:?} is before 1970"))
 }
 
 impl Args {
-    pub fn validate(self) -> Result<Config, ConfigError> {
+    pub fn validate_service(&self) -> Result<Attribution, ConfigError> {
         self.kafka.validate()?;
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -38,18 +183,23 @@ impl Args {
                 "is empty",
             ));
         }
-        if self.cluster.trim().is_empty() {
+        if self.output.max_message_bytes < 1024 {
             return Err(ConfigError::invalid(
-                "--cluster",
-                "NETMETER_CLUSTER",
-                "is empty",
+                "--max-message-bytes",
+                "NETMETER_MAX_MESSAGE_BYTES",
+                "must be at least 1024",
             ));
         }
-        Ok(Config {
-            service: self.service,
-            kafka: self.kafka,
-            group_id: self.group_id,
-            cluster: self.cluster,
-        })
+        self.attribution.validate()
+    }
+}
+
+impl ReplayArgs {
+    pub fn validate(&self) -> Result<Attribution, ConfigError> {
+        self.kafka.validate()?;
+        if self.from >= self.to {
+            return Err(ConfigError::invalid("--to", "", "must be after --from"));
+        }
+        self.attribution.validate()
     }
 }

@@ -1,9 +1,17 @@
 use std::process::ExitCode;
 
+use netmeter_attributor::{Args, Command};
+
 fn main() -> ExitCode {
-    let args: netmeter_attributor::Args = netmeter_common::parse_args();
-    let config = args.validate().unwrap_or_else(|e| e.exit());
-    netmeter_common::run_service("attributor", config.service.clone(), |ctx| {
-        netmeter_attributor::run(config, ctx)
-    })
+    let args: Args = netmeter_common::parse_args();
+    match args.command {
+        Some(Command::Explain(explain)) => netmeter_attributor::explain::main(*explain),
+        Some(Command::Replay(replay)) => netmeter_attributor::replay::main(*replay),
+        None => {
+            let settings = args.validate_service().unwrap_or_else(|e| e.exit());
+            netmeter_common::run_service("attributor", args.service.clone(), |ctx| {
+                netmeter_attributor::run(args, settings, ctx)
+            })
+        }
+    }
 }

@@ -10,7 +10,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_netmeter-attributor");
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_against_the_stack_and_exits_cleanly_on_sigterm() {
     let stack = Stack::start().await.unwrap();
-    check_lifecycle(Path::new(BIN), "attributor", &stack, &["--cluster", "test"]).unwrap();
+    let ranges = netmeter_tests::cloud_ranges_dir();
+    let args = [
+        "--cluster",
+        "test",
+        "--kubernetes=false",
+        "--cloud-ranges-dir",
+        ranges.to_str().unwrap(),
+    ];
+    check_lifecycle(Path::new(BIN), "attributor", &stack, &args).unwrap();
 }
 
 #[test]
@@ -29,4 +37,6 @@ fn bad_configuration_exits_2_with_one_line() {
     )
     .unwrap();
     check_config_error(bin, &["--cluster", " "], &[], "--cluster").unwrap();
+    check_config_error(bin, &["--cloud", "ibm"], &[], "--cloud").unwrap();
+    check_config_error(bin, &["--rules", "/nonexistent/rules.yaml"], &[], "--rules").unwrap();
 }

@@ -259,6 +259,40 @@ fn path_string(path: &Option<PathBuf>) -> Option<String> {
     path.as_ref().map(|p| p.display().to_string())
 }
 
+/// Consumer context for group members: logs and counts every rebalance, so an operator can
+/// see which replica reads which partitions.
+pub struct GroupContext {
+    pub service: &'static str,
+}
+
+impl rdkafka::client::ClientContext for GroupContext {}
+
+impl rdkafka::consumer::ConsumerContext for GroupContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        let (event, partitions) = match rebalance {
+            Rebalance::Assign(list) => ("assigned", list),
+            Rebalance::Revoke(list) => ("revoked", list),
+            Rebalance::Error(err) => {
+                tracing::warn!(error = %err, "consumer group rebalance failed");
+                return;
+            }
+        };
+        let partitions: Vec<String> = partitions
+            .elements()
+            .iter()
+            .map(|e| format!("{}/{}", e.topic(), e.partition()))
+            .collect();
+        metrics::counter!(format!("netmeter_{}_rebalances_total", self.service), "event" => event)
+            .increment(1);
+        tracing::info!(event, ?partitions, "consumer group rebalance");
+    }
+}
+
 /// Why a topic check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {

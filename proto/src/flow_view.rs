@@ -1,0 +1,367 @@
+//! [`FlowView`]: a flow record that borrows its strings, encoded straight to the wire.
+//!
+//! The attributor writes millions of records per second, and most of their strings (zone,
+//! namespace, workload, ...) are shared by many records. Building an owned [`flows::Flow`] per
+//! record would allocate ~25 strings each time; a view encodes from borrowed `&str` instead,
+//! producing exactly the bytes prost would (checked by the tests below).
+
+use std::net::IpAddr;
+
+use prost::encoding::{bool as pbool, double, uint32, uint64};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::flows;
+
+/// One endpoint of a flow (the local one on the observing node, or the remote one).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EndpointView<'a> {
+    pub cloud: &'a str,
+    pub region: &'a str,
+    pub zone: &'a str,
+    pub node: &'a str,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub workload_kind: &'a str,
+    pub workload_name: &'a str,
+    pub app: &'a str,
+    pub ip: IpAddr,
+    pub port: u32,
+    pub host_network: bool,
+}
+
+/// A flow record; field meanings are documented in `flow.proto`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowView<'a> {
+    pub record_id: &'a str,
+    pub generation: u64,
+    pub interval_start_unix_ms: u64,
+    pub interval_seconds: u32,
+    pub cluster: &'a str,
+    pub direction: &'a str,
+    pub protocol: &'a str,
+    pub class: &'a str,
+    pub local: EndpointView<'a>,
+    pub remote: EndpointView<'a>,
+    pub remote_service: &'a str,
+    pub remote_network: &'a str,
+    pub bytes: u64,
+    pub packets: u64,
+    pub cost_usd: f64,
+}
+
+/// Field numbers of an endpoint block (`local_*` start at 10, `remote_*` at 30).
+const LOCAL_BASE: u32 = 10;
+const REMOTE_BASE: u32 = 30;
+
+impl<'a> FlowView<'a> {
+    /// Appends the record prefixed with its varint length (ClickHouse `Protobuf` framing),
+    /// byte-for-byte what [`crate::encode_flow`] writes for the equivalent [`flows::Flow`].
+    pub fn encode_length_delimited(&self, out: &mut Vec<u8>) {
+        // Records are a few hundred bytes, so the length takes 2 bytes; reserve them, write the
+        // body, then fix the prefix up (shifting only when the guess was wrong).
+        let prefix_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        self.encode_fields(out);
+        let len = out.len() - prefix_at - 2;
+        let mut prefix = Vec::with_capacity(10);
+        prost::encoding::encode_varint(len as u64, &mut prefix);
+        out.splice(prefix_at..prefix_at + 2, prefix);
+    }
+
+    fn encode_fields(&self, out: &mut Vec<u8>) {
+        put_str(1, self.record_id, out);
+        put_u64(2, self.generation, out);
+        put_u64(3, self.interval_start_unix_ms, out);
+        if self.interval_seconds != 0 {
+            uint32::encode(4, &self.interval_seconds, out);
+        }
+        put_str(5, self.cluster, out);
+        put_str(6, self.direction, out);
+        put_str(7, self.protocol, out);
+        put_str(8, self.class, out);
+        self.local.encode_fields(LOCAL_BASE, out);
+        self.remote.encode_fields(REMOTE_BASE, out);
+        put_str(42, self.remote_service, out);
+        put_str(43, self.remote_network, out);
+        put_u64(50, self.bytes, out);
+        put_u64(51, self.packets, out);
+        if self.cost_usd != 0.0 {
+            double::encode(52, &self.cost_usd, out);
+        }
+    }
+
+    /// The owned prost message with the same content.
+    pub fn to_flow(&self) -> flows::Flow {
+        let (l, r) = (&self.local, &self.remote);
+        flows::Flow {
+            record_id: self.record_id.into(),
+            generation: self.generation,
+            interval_start_unix_ms: self.interval_start_unix_ms,
+            interval_seconds: self.interval_seconds,
+            cluster: self.cluster.into(),
+            direction: self.direction.into(),
+            protocol: self.protocol.into(),
+            class: self.class.into(),
+            local_cloud: l.cloud.into(),
+            local_region: l.region.into(),
+            local_zone: l.zone.into(),
+            local_node: l.node.into(),
+            local_namespace: l.namespace.into(),
+            local_pod: l.pod.into(),
+            local_workload_kind: l.workload_kind.into(),
+            local_workload_name: l.workload_name.into(),
+            local_app: l.app.into(),
+            local_ip: l.ip.to_string(),
+            local_port: l.port,
+            local_host_network: l.host_network,
+            remote_cloud: r.cloud.into(),
+            remote_region: r.region.into(),
+            remote_zone: r.zone.into(),
+            remote_node: r.node.into(),
+            remote_namespace: r.namespace.into(),
+            remote_pod: r.pod.into(),
+            remote_workload_kind: r.workload_kind.into(),
+            remote_workload_name: r.workload_name.into(),
+            remote_app: r.app.into(),
+            remote_ip: r.ip.to_string(),
+            remote_port: r.port,
+            remote_host_network: r.host_network,
+            remote_service: self.remote_service.into(),
+            remote_network: self.remote_network.into(),
+            bytes: self.bytes,
+            packets: self.packets,
+            cost_usd: self.cost_usd,
+        }
+    }
+}
+
+impl EndpointView<'_> {
+    fn strings(&self) -> [(&'static str, &str); 9] {
+        [
+            ("cloud", self.cloud),
+            ("region", self.region),
+            ("zone", self.zone),
+            ("node", self.node),
+            ("namespace", self.namespace),
+            ("pod", self.pod),
+            ("workload_kind", self.workload_kind),
+            ("workload_name", self.workload_name),
+            ("app", self.app),
+        ]
+    }
+
+    fn encode_fields(&self, base: u32, out: &mut Vec<u8>) {
+        for (i, (_, value)) in self.strings().into_iter().enumerate() {
+            put_str(base + i as u32, value, out);
+        }
+        let mut ip = IpText::default();
+        put_str(base + 9, ip.format(self.ip), out);
+        if self.port != 0 {
+            uint32::encode(base + 10, &self.port, out);
+        }
+        if self.host_network {
+            pbool::encode(base + 11, &true, out);
+        }
+    }
+
+    fn serialize_into<M: SerializeMap>(&self, side: &str, map: &mut M) -> Result<(), M::Error> {
+        for (name, value) in self.strings() {
+            map.serialize_entry(&format_args!("{side}_{name}"), value)?;
+        }
+        map.serialize_entry(&format_args!("{side}_ip"), &self.ip)?;
+        map.serialize_entry(&format_args!("{side}_port"), &self.port)?;
+        map.serialize_entry(&format_args!("{side}_host_network"), &self.host_network)
+    }
+}
+
+/// JSON output: one flat object whose keys are the `flow.proto` field names, so the same
+/// ClickHouse table can read either encoding.
+impl Serialize for FlowView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("record_id", self.record_id)?;
+        map.serialize_entry("generation", &self.generation)?;
+        map.serialize_entry("interval_start_unix_ms", &self.interval_start_unix_ms)?;
+        map.serialize_entry("interval_seconds", &self.interval_seconds)?;
+        map.serialize_entry("cluster", self.cluster)?;
+        map.serialize_entry("direction", self.direction)?;
+        map.serialize_entry("protocol", self.protocol)?;
+        map.serialize_entry("class", self.class)?;
+        self.local.serialize_into("local", &mut map)?;
+        self.remote.serialize_into("remote", &mut map)?;
+        map.serialize_entry("remote_service", self.remote_service)?;
+        map.serialize_entry("remote_network", self.remote_network)?;
+        map.serialize_entry("bytes", &self.bytes)?;
+        map.serialize_entry("packets", &self.packets)?;
+        map.serialize_entry("cost_usd", &self.cost_usd)?;
+        map.end()
+    }
+}
+
+fn put_str(tag: u32, value: &str, out: &mut Vec<u8>) {
+    if !value.is_empty() {
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+        prost::encoding::encode_varint(value.len() as u64, out);
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+fn put_u64(tag: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        uint64::encode(tag, &value, out);
+    }
+}
+
+/// Formats an address without allocating (IPv6 text is at most 45 bytes; 48 leaves room).
+struct IpText {
+    buf: [u8; 48],
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText { buf: [0; 48] }
+    }
+}
+
+impl IpText {
+    fn format(&mut self, ip: IpAddr) -> &str {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+        write!(cursor, "{ip}").expect("an IP address fits in 48 bytes");
+        let len = cursor.position() as usize;
+        std::str::from_utf8(&self.buf[..len]).expect("an IP address formats as ASCII")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn endpoint(ip: &str, port: u32, host_network: bool) -> EndpointView<'static> {
+        EndpointView {
+            cloud: "aws",
+            region: "eu-west-1",
+            zone: "eu-west-1a",
+            node: "node-a",
+            namespace: "shop",
+            pod: "cart-7d9f-abcde",
+            workload_kind: "Deployment",
+            workload_name: "cart",
+            app: "cart",
+            ip: ip.parse().unwrap(),
+            port,
+            host_network,
+        }
+    }
+
+    fn sample() -> FlowView<'static> {
+        FlowView {
+            record_id: "0a1b2c3d-0000-8000-8000-000000000001",
+            generation: 7,
+            interval_start_unix_ms: 1_700_000_000_000,
+            interval_seconds: 10,
+            cluster: "prod",
+            direction: "out",
+            protocol: "tcp",
+            class: "INTER_ZONE",
+            local: endpoint("10.0.0.5", 43512, false),
+            remote: EndpointView {
+                zone: "",
+                app: "",
+                ..endpoint("2a05:d07a:a000::1", 443, true)
+            },
+            remote_service: "S3",
+            remote_network: "",
+            bytes: 1_000_052,
+            packets: 20,
+            cost_usd: 0.0093,
+        }
+    }
+
+    #[test]
+    fn encodes_exactly_what_prost_encodes() {
+        for view in [
+            sample(),
+            FlowView {
+                bytes: 0,
+                cost_usd: 0.0,
+                interval_seconds: 0,
+                record_id: "",
+                ..sample()
+            },
+        ] {
+            let mut ours = Vec::new();
+            view.encode_length_delimited(&mut ours);
+            let mut theirs = Vec::new();
+            crate::encode_flow(&view.to_flow(), &mut theirs);
+            assert_eq!(ours, theirs);
+            let decoded = flows::Flow::decode_length_delimited(&ours[..]).unwrap();
+            assert_eq!(decoded, view.to_flow());
+        }
+    }
+
+    #[test]
+    fn short_and_long_records_get_the_right_length_prefix() {
+        let short = FlowView {
+            local: endpoint("10.0.0.1", 0, false),
+            ..sample()
+        };
+        let tiny = FlowView {
+            local: EndpointView {
+                cloud: "",
+                region: "",
+                zone: "",
+                node: "",
+                namespace: "",
+                pod: "",
+                workload_kind: "",
+                workload_name: "",
+                app: "",
+                ..short.local
+            },
+            remote: EndpointView {
+                cloud: "",
+                region: "",
+                zone: "",
+                node: "",
+                namespace: "",
+                pod: "",
+                workload_kind: "",
+                workload_name: "",
+                app: "",
+                ..short.remote
+            },
+            cluster: "",
+            record_id: "",
+            ..short
+        };
+        let long_name = "x".repeat(20_000);
+        let long = FlowView {
+            cluster: &long_name,
+            ..sample()
+        };
+        let mut buf = Vec::new();
+        for view in [tiny, long, sample()] {
+            view.encode_length_delimited(&mut buf);
+        }
+        let decoded = crate::decode_flows(&buf).unwrap();
+        assert_eq!(
+            decoded,
+            vec![tiny.to_flow(), long.to_flow(), sample().to_flow()]
+        );
+        assert!(tiny.to_flow().encoded_len() < 128);
+    }
+
+    #[test]
+    fn json_keys_are_the_proto_field_names() {
+        let json = serde_json::to_value(sample()).unwrap();
+        assert_eq!(json["local_ip"], "10.0.0.5");
+        assert_eq!(json["remote_ip"], "2a05:d07a:a000::1");
+        assert_eq!(json["remote_host_network"], true);
+        assert_eq!(json["local_workload_name"], "cart");
+        assert_eq!(json["bytes"], 1_000_052);
+        assert_eq!(json["class"], "INTER_ZONE");
+        assert_eq!(json.as_object().unwrap().len(), 37);
+    }
+}

@@ -1,0 +1,342 @@
+//! Classification and pricing: which billing boundary a flow crosses, and what it costs.
+//!
+//! The rules (also in the README, "Classification"), for a flow between the local endpoint on
+//! the observing node and a remote endpoint:
+//! - Remote is a known place (a pod, node or Service of the cluster, a static host, or a
+//!   network rule that names a region/zone), compared field by field, first match wins:
+//!   same node -> `INTRA_NODE`; clouds known and different -> `INTER_CLOUD`; regions known and
+//!   different -> `INTER_REGION`; zones known -> `INTRA_ZONE` or `INTER_ZONE`; regions known and
+//!   equal -> `INTRA_REGION`; otherwise `UNKNOWN`.
+//! - A network rule with a `class` -> that class; a network rule without place or class -> `VPC`.
+//! - Remote in a cloud provider's published ranges: our cloud unknown -> `INTERNET`; another
+//!   cloud -> `INTER_CLOUD`; same cloud and region -> `INTRA_REGION` (the zone of a cloud service
+//!   is not published); same cloud, other or global region -> `INTER_REGION`.
+//! - Any other private address (RFC 1918, 100.64/10, fc00::/7, link-local) -> `VPC`.
+//! - Any other address -> `INTERNET`.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Class {
+    IntraNode,
+    IntraZone,
+    InterZone,
+    IntraRegion,
+    InterRegion,
+    InterCloud,
+    Vpc,
+    Internet,
+    Unknown,
+}
+
+impl Class {
+    pub const ALL: [Class; 9] = [
+        Class::IntraNode,
+        Class::IntraZone,
+        Class::InterZone,
+        Class::IntraRegion,
+        Class::InterRegion,
+        Class::InterCloud,
+        Class::Vpc,
+        Class::Internet,
+        Class::Unknown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::IntraNode => "INTRA_NODE",
+            Class::IntraZone => "INTRA_ZONE",
+            Class::InterZone => "INTER_ZONE",
+            Class::IntraRegion => "INTRA_REGION",
+            Class::InterRegion => "INTER_REGION",
+            Class::InterCloud => "INTER_CLOUD",
+            Class::Vpc => "VPC",
+            Class::Internet => "INTERNET",
+            Class::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Which way the bytes of a record went, seen from the local endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The local endpoint sent them.
+    Out,
+    /// The local endpoint received them.
+    In,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+}
+
+/// Where an endpoint is; an empty field is unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Place<'a> {
+    pub cloud: &'a str,
+    pub region: &'a str,
+    pub zone: &'a str,
+    pub node: &'a str,
+}
+
+/// Classifies a flow between two known places.
+pub fn between_places(local: &Place, remote: &Place) -> Class {
+    let known = |a: &str, b: &str| !a.is_empty() && !b.is_empty();
+    if known(local.node, remote.node) && local.node == remote.node {
+        Class::IntraNode
+    } else if known(local.cloud, remote.cloud) && local.cloud != remote.cloud {
+        Class::InterCloud
+    } else if known(local.region, remote.region) && local.region != remote.region {
+        Class::InterRegion
+    } else if known(local.zone, remote.zone) {
+        if local.zone == remote.zone {
+            Class::IntraZone
+        } else {
+            Class::InterZone
+        }
+    } else if known(local.region, remote.region) {
+        Class::IntraRegion
+    } else {
+        Class::Unknown
+    }
+}
+
+/// Classifies a flow to an address in a cloud provider's published ranges.
+pub fn to_cloud_range(local: &Place, cloud: &str, region: &str) -> Class {
+    if local.cloud.is_empty() {
+        Class::Internet
+    } else if local.cloud != cloud {
+        Class::InterCloud
+    } else if local.region.is_empty() {
+        Class::Unknown
+    } else if local.region == region {
+        Class::IntraRegion
+    } else {
+        Class::InterRegion
+    }
+}
+
+/// Price in US dollars per GiB (2^30 bytes, the unit AWS and GCP meter data transfer in),
+/// one for each direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectionalPrice {
+    #[serde(default)]
+    pub out: f64,
+    #[serde(default, rename = "in")]
+    pub inbound: f64,
+}
+
+impl DirectionalPrice {
+    pub fn for_direction(&self, direction: Direction) -> f64 {
+        match direction {
+            Direction::Out => self.out,
+            Direction::In => self.inbound,
+        }
+    }
+
+    /// Cost of `bytes` in `direction`.
+    pub fn cost(&self, direction: Direction, bytes: u64) -> f64 {
+        bytes as f64 / GIB * self.for_direction(direction)
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// `$/GiB` per provider x class x direction. The provider is the cloud the cluster runs in
+/// (it is the one that bills); a cluster outside any known cloud pays nothing by default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriceTable {
+    prices: HashMap<(String, Class), DirectionalPrice>,
+}
+
+/// Overrides as written in the rules file: provider -> class -> price.
+pub type PriceOverrides = HashMap<String, HashMap<Class, DirectionalPrice>>;
+
+impl Default for PriceTable {
+    /// List prices (first tier) as of 2025: cross-zone $0.01/GiB each way on all three
+    /// clouds; cross-region egress $0.02; internet (and other-cloud) egress AWS $0.09,
+    /// GCP $0.12, Azure $0.087; ingress from the internet is free. Everything else is free.
+    fn default() -> Self {
+        let mut prices = HashMap::new();
+        for (cloud, internet) in [("aws", 0.09), ("gcp", 0.12), ("azure", 0.087)] {
+            let mut set = |class, out, inbound| {
+                prices.insert(
+                    (cloud.to_string(), class),
+                    DirectionalPrice { out, inbound },
+                );
+            };
+            set(Class::InterZone, 0.01, 0.01);
+            set(Class::InterRegion, 0.02, 0.0);
+            set(Class::Internet, internet, 0.0);
+            set(Class::InterCloud, internet, 0.0);
+        }
+        PriceTable { prices }
+    }
+}
+
+impl PriceTable {
+    /// The defaults with `overrides` applied on top (a listed class replaces both directions).
+    pub fn with_overrides(overrides: &PriceOverrides) -> Self {
+        let mut table = PriceTable::default();
+        for (cloud, classes) in overrides {
+            for (class, price) in classes {
+                table
+                    .prices
+                    .insert((cloud.to_ascii_lowercase(), *class), *price);
+            }
+        }
+        table
+    }
+
+    pub fn price(&self, cloud: &str, class: Class) -> DirectionalPrice {
+        // Lookups by (&str, Class) without allocating: the table is tiny, scan it.
+        self.prices
+            .iter()
+            .find(|((c, k), _)| c == cloud && *k == class)
+            .map(|(_, p)| *p)
+            .unwrap_or_default()
+    }
+
+    /// The table as a dense array per cloud, for the hot path.
+    pub fn dense(&self, cloud: &str) -> [DirectionalPrice; 9] {
+        Class::ALL.map(|class| self.price(cloud, class))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place<'a>(cloud: &'a str, region: &'a str, zone: &'a str, node: &'a str) -> Place<'a> {
+        Place {
+            cloud,
+            region,
+            zone,
+            node,
+        }
+    }
+
+    #[test]
+    fn every_rule_between_known_places() {
+        let local = place("aws", "eu-west-1", "eu-west-1a", "node-a");
+        let cases = [
+            (
+                place("aws", "eu-west-1", "eu-west-1a", "node-a"),
+                Class::IntraNode,
+            ),
+            (place("", "", "", "node-a"), Class::IntraNode),
+            (
+                place("aws", "eu-west-1", "eu-west-1a", "node-b"),
+                Class::IntraZone,
+            ),
+            (
+                place("aws", "eu-west-1", "eu-west-1b", "node-c"),
+                Class::InterZone,
+            ),
+            (place("", "", "eu-west-1b", ""), Class::InterZone),
+            (place("aws", "eu-west-1", "", ""), Class::IntraRegion),
+            (
+                place("aws", "us-east-1", "us-east-1a", "node-x"),
+                Class::InterRegion,
+            ),
+            (
+                place("gcp", "europe-west1", "europe-west1-b", ""),
+                Class::InterCloud,
+            ),
+            (place("", "", "", "node-z"), Class::Unknown),
+            (place("", "", "", ""), Class::Unknown),
+        ];
+        for (remote, expected) in cases {
+            assert_eq!(between_places(&local, &remote), expected, "{remote:?}");
+        }
+    }
+
+    #[test]
+    fn every_rule_for_cloud_ranges() {
+        let local = place("aws", "ap-northeast-2", "ap-northeast-2a", "node-a");
+        assert_eq!(
+            to_cloud_range(&local, "aws", "ap-northeast-2"),
+            Class::IntraRegion
+        );
+        assert_eq!(
+            to_cloud_range(&local, "aws", "us-east-1"),
+            Class::InterRegion
+        );
+        assert_eq!(to_cloud_range(&local, "aws", "GLOBAL"), Class::InterRegion);
+        assert_eq!(
+            to_cloud_range(&local, "gcp", "africa-south1"),
+            Class::InterCloud
+        );
+        assert_eq!(
+            to_cloud_range(&place("", "", "", "n"), "aws", "us-east-1"),
+            Class::Internet
+        );
+        assert_eq!(
+            to_cloud_range(&place("aws", "", "", "n"), "aws", "us-east-1"),
+            Class::Unknown
+        );
+    }
+
+    #[test]
+    fn default_prices_and_overrides() {
+        let table = PriceTable::default();
+        let gib = 1u64 << 30;
+        let cross_zone = table.price("aws", Class::InterZone);
+        assert_eq!(cross_zone.cost(Direction::Out, 10 * gib), 0.1);
+        assert_eq!(cross_zone.cost(Direction::In, 10 * gib), 0.1);
+        assert_eq!(
+            table
+                .price("gcp", Class::Internet)
+                .cost(Direction::Out, gib),
+            0.12
+        );
+        assert_eq!(
+            table
+                .price("azure", Class::Internet)
+                .cost(Direction::Out, gib),
+            0.087
+        );
+        assert_eq!(
+            table.price("aws", Class::Internet).cost(Direction::In, gib),
+            0.0
+        );
+        assert_eq!(
+            table.price("aws", Class::IntraZone),
+            DirectionalPrice::default()
+        );
+        assert_eq!(
+            table.price("", Class::InterZone),
+            DirectionalPrice::default()
+        );
+
+        let overrides: PriceOverrides = serde_yaml_ng::from_str(
+            "AWS:\n  INTERNET: {out: 0.05}\n  VPC: {out: 0.045, in: 0.045}\n",
+        )
+        .unwrap();
+        let table = PriceTable::with_overrides(&overrides);
+        assert_eq!(table.price("aws", Class::Internet).out, 0.05);
+        assert_eq!(table.price("aws", Class::Vpc).inbound, 0.045);
+        assert_eq!(table.price("aws", Class::InterZone).out, 0.01);
+        assert_eq!(table.dense("aws")[Class::Vpc as usize].out, 0.045);
+    }
+
+    #[test]
+    fn a_misspelt_class_or_direction_is_rejected() {
+        assert!(
+            serde_yaml_ng::from_str::<PriceOverrides>("aws:\n  CROSS_ZONE: {out: 1}\n").is_err()
+        );
+        assert!(
+            serde_yaml_ng::from_str::<PriceOverrides>("aws:\n  INTERNET: {egress: 1}\n").is_err()
+        );
+    }
+}

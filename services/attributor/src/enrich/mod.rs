@@ -1,0 +1,454 @@
+//! Enrichment: one raw conntrack delta -> up to two flow records, attributed, classified and
+//! priced. Pure logic over an inventory snapshot; the Kafka plumbing lives in `pipeline.rs`.
+//!
+//! The rules (also in the README, "Attribution"):
+//! - **NAT**: source = the original tuple's source, destination = the reply tuple's source,
+//!   i.e. the real backend after a Service DNAT.
+//! - **Local endpoint**: the source if it is on the observing node, else the destination if it
+//!   is, else the one that is not a public address (the source when both or neither are).
+//!   Addresses of the node itself (node processes, hostNetwork pods) are attributed to the node
+//!   and flagged `host_network`.
+//! - **Records**: `out` carries what the local endpoint sent, `in` what it received; a direction
+//!   with no packets yields no record. Both-local (same node) connections are recorded once,
+//!   from the source's side.
+//! - **Remote**: the Kubernetes inventory as of the delta's interval, then static hosts, then
+//!   network rules, then the cloud ranges, then private ranges (`VPC`), else `INTERNET`.
+//! - **Record id**: a v8 UUID from xxh3-128 of (node, collector instance, batch sequence, delta
+//!   index, direction): the same raw delta always yields the same ids, on every replica and on
+//!   replay; `generation` tells a replay's records from the first pass.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, LazyLock};
+
+use netmeter_proto::raw::{ConnectionDelta, ConntrackBatch};
+use netmeter_proto::{EndpointView, FlowView};
+
+use crate::classify::{self, Class, Direction, DirectionalPrice, Place, PriceTable};
+use crate::cloud::{CloudLabel, CloudRanges};
+use crate::inventory::{IpOwnerHistory, Owner};
+use crate::prefix::{PrefixMap, private_ranges};
+use crate::rules::{NetworkRule, Rules};
+
+/// Where the cluster runs, for endpoints whose node does not say (`--cloud`, `--region`).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterPlace {
+    pub cluster: String,
+    pub cloud: String,
+    pub region: String,
+}
+
+/// Everything enrichment needs besides the inventory and the cloud ranges.
+pub struct Enricher {
+    place: ClusterPlace,
+    rules: Rules,
+    private: PrefixMap<()>,
+    prices: PriceTable,
+}
+
+/// The inventory and cloud ranges as of one batch (snapshots; they change while we run).
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub history: &'a IpOwnerHistory,
+    pub cloud: &'a CloudRanges,
+}
+
+/// A delta the attributor cannot read; the whole raw message goes to the dead-letter topic.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DeltaError {
+    #[error("delta {index} has no {tuple} tuple")]
+    MissingTuple { index: usize, tuple: &'static str },
+    #[error("delta {index}: {which} address is {len} bytes long, expected 4 or 16")]
+    Address {
+        index: usize,
+        which: &'static str,
+        len: usize,
+    },
+}
+
+impl DeltaError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            DeltaError::MissingTuple { .. } => "missing_tuple",
+            DeltaError::Address { .. } => "bad_address",
+        }
+    }
+}
+
+/// How one remote address was labelled.
+#[derive(Clone, Copy, Debug)]
+pub enum Remote<'a> {
+    /// A pod, node, Service or endpoint of the cluster, or a static host.
+    Owner(&'a Owner),
+    Network(&'a NetworkRule),
+    Cloud(&'a CloudLabel),
+    Private,
+    Internet,
+}
+
+impl Enricher {
+    pub fn new(place: ClusterPlace, rules: Rules) -> Enricher {
+        let prices = PriceTable::with_overrides(&rules.prices);
+        Enricher {
+            place,
+            rules,
+            private: private_ranges(),
+            prices,
+        }
+    }
+
+    pub fn cluster(&self) -> &ClusterPlace {
+        &self.place
+    }
+
+    /// Labels an address that is not known to the inventory at `[start, end)`.
+    pub fn remote<'a>(
+        &'a self,
+        inputs: &Inputs<'a>,
+        ip: IpAddr,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Remote<'a> {
+        if let Some(owner) = inputs.history.owner_at(ip, start_ms, end_ms) {
+            Remote::Owner(owner)
+        } else if let Some((_, host)) = self.rules.hosts.lookup(ip) {
+            Remote::Owner(host)
+        } else if let Some((_, rule)) = self.rules.networks.lookup(ip) {
+            Remote::Network(rule)
+        } else if let Some(label) = inputs.cloud.lookup(ip) {
+            Remote::Cloud(label)
+        } else if self.private.lookup(ip).is_some() {
+            Remote::Private
+        } else {
+            Remote::Internet
+        }
+    }
+
+    /// The place of an inventory owner, with blanks filled from its node, then (for cluster
+    /// members) from the cluster's cloud and region.
+    fn place_of<'a>(&'a self, inputs: &Inputs<'a>, owner: &'a Owner) -> Place<'a> {
+        let node = inputs.history.node(&owner.node);
+        let pick = |own: &'a str, from_node: fn(&'a Owner) -> &'a str, default: &'a str| {
+            if !own.is_empty() {
+                own
+            } else if let Some(node) = node.filter(|n| !from_node(n).is_empty()) {
+                from_node(node)
+            } else if owner.kind != crate::inventory::OwnerKind::Static {
+                default
+            } else {
+                ""
+            }
+        };
+        Place {
+            cloud: pick(&owner.cloud, |n| &n.cloud, &self.place.cloud),
+            region: pick(&owner.region, |n| &n.region, &self.place.region),
+            zone: pick(&owner.zone, |n| &n.zone, ""),
+            node: &owner.node,
+        }
+    }
+
+    /// Classifies traffic between a local place and a labelled remote, and returns the
+    /// price that applies (a network rule's own price replaces the class price).
+    pub fn classify(
+        &self,
+        inputs: &Inputs,
+        local: &Place,
+        remote: &Remote,
+    ) -> (Class, DirectionalPrice) {
+        let class = match remote {
+            Remote::Owner(owner) => classify::between_places(local, &self.place_of(inputs, owner)),
+            Remote::Network(rule) => match rule.class {
+                Some(class) => class,
+                None if rule.region.is_empty() && rule.zone.is_empty() && rule.cloud.is_empty() => {
+                    Class::Vpc
+                }
+                None => classify::between_places(
+                    local,
+                    &Place {
+                        cloud: &rule.cloud,
+                        region: &rule.region,
+                        zone: &rule.zone,
+                        node: "",
+                    },
+                ),
+            },
+            Remote::Cloud(label) => {
+                classify::to_cloud_range(local, label.cloud.name(), &label.region)
+            }
+            Remote::Private => Class::Vpc,
+            Remote::Internet => Class::Internet,
+        };
+        let price = match remote {
+            Remote::Network(NetworkRule {
+                price: Some(price), ..
+            }) => *price,
+            _ => self.prices.price(local.cloud, class),
+        };
+        (class, price)
+    }
+
+    /// Enriches every delta of `batch`, calling `emit` for each record. All or nothing: a
+    /// malformed delta fails the batch before anything is emitted.
+    pub fn enrich(
+        &self,
+        batch: &ConntrackBatch,
+        inputs: &Inputs,
+        generation: u64,
+        mut emit: impl FnMut(&FlowView),
+    ) -> Result<usize, DeltaError> {
+        let endpoints: Vec<_> = batch
+            .deltas
+            .iter()
+            .enumerate()
+            .map(|(index, delta)| endpoints(index, delta))
+            .collect::<Result<_, _>>()?;
+        let (start, end) = (batch.interval_start_unix_ms, batch.interval_end_unix_ms);
+        let node_name = batch.node_name.as_str();
+        let observing_node = inputs.history.node(node_name);
+        let node_place = Place {
+            node: node_name,
+            ..observing_node.map_or(Place::default(), |n| Place {
+                cloud: &n.cloud,
+                region: &n.region,
+                zone: &n.zone,
+                node: "",
+            })
+        };
+        let node_place = Place {
+            cloud: or(node_place.cloud, &self.place.cloud),
+            region: or(node_place.region, &self.place.region),
+            ..node_place
+        };
+        let interval_seconds = (end.saturating_sub(start) + 500) / 1000;
+        let id_prefix = IdPrefix::new(batch);
+        let mut records = 0;
+        for (index, (delta, (src, dst))) in batch.deltas.iter().zip(endpoints).enumerate() {
+            let src_owner = inputs.history.owner_at(src, start, end);
+            let dst_owner = inputs.history.owner_at(dst, start, end);
+            let on_node = |o: Option<&Arc<Owner>>| o.is_some_and(|o| o.node == node_name);
+            let local_is_src = if on_node(src_owner) {
+                true
+            } else if on_node(dst_owner) {
+                false
+            } else {
+                !self.is_public(src) || self.is_public(dst)
+            };
+            let (local_ip, remote_ip, local_owner) = if local_is_src {
+                (src, dst, src_owner)
+            } else {
+                (dst, src, dst_owner)
+            };
+            let original = delta.original.as_ref().expect("checked above");
+            let reply = delta.reply.as_ref().expect("checked above");
+            let (local_port, remote_port) = if local_is_src {
+                (original.src_port, reply.src_port)
+            } else {
+                (reply.src_port, original.src_port)
+            };
+            let local_place = match local_owner {
+                Some(owner) => self.place_of(inputs, owner),
+                None => node_place,
+            };
+            let remote = match (local_is_src, dst_owner, src_owner) {
+                (true, Some(owner), _) | (false, _, Some(owner)) => Remote::Owner(owner),
+                _ => self.remote(inputs, remote_ip, start, end),
+            };
+            let (class, price) = self.classify(inputs, &local_place, &remote);
+            let mut local =
+                endpoint_view(local_owner.map(|o| &**o), local_place, local_ip, local_port);
+            // Unknown to the inventory but an address of the node itself, says the collector.
+            local.host_network |= local_owner.is_none() && delta.node_endpoint;
+            let (remote_view, service, network) =
+                remote_view(self, inputs, &remote, remote_ip, remote_port);
+            let (sent, received) = if local_is_src {
+                (
+                    (delta.orig_bytes, delta.orig_packets),
+                    (delta.reply_bytes, delta.reply_packets),
+                )
+            } else {
+                (
+                    (delta.reply_bytes, delta.reply_packets),
+                    (delta.orig_bytes, delta.orig_packets),
+                )
+            };
+            for (direction, (bytes, packets)) in [(Direction::Out, sent), (Direction::In, received)]
+            {
+                if packets == 0 && bytes == 0 {
+                    continue;
+                }
+                let mut id = RecordId::default();
+                let view = FlowView {
+                    record_id: id.format(&id_prefix, index as u32, direction),
+                    generation,
+                    interval_start_unix_ms: start,
+                    interval_seconds: interval_seconds as u32,
+                    cluster: &self.place.cluster,
+                    direction: direction.name(),
+                    protocol: protocol_name(delta.protocol),
+                    class: class.name(),
+                    local,
+                    remote: remote_view,
+                    remote_service: service,
+                    remote_network: network,
+                    bytes,
+                    packets,
+                    cost_usd: price.cost(direction, bytes),
+                };
+                emit(&view);
+                records += 1;
+            }
+        }
+        Ok(records)
+    }
+
+    fn is_public(&self, ip: IpAddr) -> bool {
+        self.private.lookup(ip).is_none() && !ip.is_loopback() && !ip.is_unspecified()
+    }
+}
+
+fn or<'a>(value: &'a str, default: &'a str) -> &'a str {
+    if value.is_empty() { default } else { value }
+}
+
+fn endpoint_view<'a>(
+    owner: Option<&'a Owner>,
+    place: Place<'a>,
+    ip: IpAddr,
+    port: u32,
+) -> EndpointView<'a> {
+    let owned = |f: fn(&'a Owner) -> &'a str| owner.map_or("", f);
+    EndpointView {
+        cloud: place.cloud,
+        region: place.region,
+        zone: place.zone,
+        node: place.node,
+        namespace: owned(|o| &o.namespace),
+        pod: owned(|o| o.pod()),
+        workload_kind: owned(|o| &o.workload_kind),
+        workload_name: owned(|o| &o.workload_name),
+        app: owned(|o| &o.app),
+        ip,
+        port,
+        host_network: owner.is_some_and(|o| o.host_network),
+    }
+}
+
+/// The remote endpoint's fields, its cloud service and its network rule name.
+fn remote_view<'a>(
+    enricher: &'a Enricher,
+    inputs: &Inputs<'a>,
+    remote: &Remote<'a>,
+    ip: IpAddr,
+    port: u32,
+) -> (EndpointView<'a>, &'a str, &'a str) {
+    let bare = |cloud, region, zone| {
+        endpoint_view(
+            None,
+            Place {
+                cloud,
+                region,
+                zone,
+                node: "",
+            },
+            ip,
+            port,
+        )
+    };
+    match *remote {
+        Remote::Owner(owner) => (
+            endpoint_view(Some(owner), enricher.place_of(inputs, owner), ip, port),
+            "",
+            "",
+        ),
+        Remote::Network(rule) => (bare(&rule.cloud, &rule.region, &rule.zone), "", &rule.name),
+        Remote::Cloud(label) => (
+            bare(label.cloud.name(), &label.region, ""),
+            &label.service,
+            "",
+        ),
+        Remote::Private | Remote::Internet => (bare("", "", ""), "", ""),
+    }
+}
+
+/// Source (original source) and destination (reply source) addresses of a delta.
+fn endpoints(index: usize, delta: &ConnectionDelta) -> Result<(IpAddr, IpAddr), DeltaError> {
+    let original = delta.original.as_ref().ok_or(DeltaError::MissingTuple {
+        index,
+        tuple: "original",
+    })?;
+    let reply = delta.reply.as_ref().ok_or(DeltaError::MissingTuple {
+        index,
+        tuple: "reply",
+    })?;
+    let address = |bytes: &[u8], which| match bytes.len() {
+        4 => Ok(IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(bytes).unwrap(),
+        ))),
+        16 => Ok(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).unwrap(),
+        ))),
+        len => Err(DeltaError::Address { index, which, len }),
+    };
+    Ok((
+        address(&original.src, "original source")?,
+        address(&reply.src, "reply source")?,
+    ))
+}
+
+/// The part of a record id shared by all records of a batch: a hash of (node, collector
+/// instance, sequence), each string preceded by its length so ("ab","c") and ("a","bc") differ.
+struct IdPrefix(u64);
+
+impl IdPrefix {
+    fn new(batch: &ConntrackBatch) -> IdPrefix {
+        let mut key = Vec::with_capacity(64);
+        for part in [&batch.node_name, &batch.collector_instance_id] {
+            key.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            key.extend_from_slice(part.as_bytes());
+        }
+        key.extend_from_slice(&batch.sequence.to_le_bytes());
+        IdPrefix(xxhash_rust::xxh3::xxh3_64(&key))
+    }
+}
+
+/// A record id, formatted without allocating.
+struct RecordId([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl Default for RecordId {
+    fn default() -> Self {
+        RecordId([0; uuid::fmt::Hyphenated::LENGTH])
+    }
+}
+
+impl RecordId {
+    fn format(&mut self, prefix: &IdPrefix, index: u32, direction: Direction) -> &str {
+        let mut key = [0u8; 13];
+        key[..8].copy_from_slice(&prefix.0.to_le_bytes());
+        key[8..12].copy_from_slice(&index.to_le_bytes());
+        key[12] = direction as u8;
+        let bytes = xxhash_rust::xxh3::xxh3_128(&key).to_le_bytes();
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut self.0)
+    }
+}
+
+/// IANA protocol names for the common protocols, the number otherwise.
+pub fn protocol_name(protocol: u32) -> &'static str {
+    static NUMBERS: LazyLock<Vec<String>> =
+        LazyLock::new(|| (0..256).map(|n: u32| n.to_string()).collect());
+    match protocol {
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        33 => "dccp",
+        47 => "gre",
+        58 => "ipv6-icmp",
+        132 => "sctp",
+        n if n < 256 => &NUMBERS[n as usize],
+        _ => "invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests;

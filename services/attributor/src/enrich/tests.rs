@@ -1,0 +1,491 @@
+//! Every attribution and classification rule, on the real cloud range files.
+
+use std::sync::{Arc, OnceLock};
+
+use netmeter_proto::flows::Flow;
+use netmeter_proto::raw::{ConnectionDelta, ConntrackBatch};
+use netmeter_tests::records::{batch, delta};
+
+use super::*;
+use crate::cloud::CloudRanges;
+use crate::inventory::{OwnerKind, Tenure};
+use crate::rules::RulesFile;
+
+const GIB: f64 = (1u64 << 30) as f64;
+const T: u64 = 1_700_000_000_000;
+
+fn ranges() -> &'static CloudRanges {
+    static RANGES: OnceLock<CloudRanges> = OnceLock::new();
+    RANGES.get_or_init(|| crate::cloud::load_dir(&netmeter_tests::cloud_ranges_dir()).unwrap())
+}
+
+fn owner(kind: OwnerKind, name: &str, node: &str, zone: &str) -> Arc<Owner> {
+    Arc::new(Owner {
+        namespace: if kind == OwnerKind::Pod {
+            "shop".into()
+        } else {
+            String::new()
+        },
+        node: node.into(),
+        zone: zone.into(),
+        region: "ap-northeast-2".into(),
+        cloud: "aws".into(),
+        workload_kind: if kind == OwnerKind::Pod {
+            "Deployment".into()
+        } else {
+            String::new()
+        },
+        workload_name: if kind == OwnerKind::Pod {
+            name.split('-').next().unwrap().into()
+        } else {
+            String::new()
+        },
+        app: if kind == OwnerKind::Pod {
+            name.split('-').next().unwrap().into()
+        } else {
+            String::new()
+        },
+        host_network: kind == OwnerKind::Node,
+        ..Owner::new(kind, name)
+    })
+}
+
+/// A cluster in ap-northeast-2 (AWS): node-a and node-b in zone a, node-c in zone c.
+fn history() -> IpOwnerHistory {
+    let mut h = IpOwnerHistory::new(0);
+    let mut hold = |ip: &str, o: Arc<Owner>| {
+        h.record(Tenure {
+            ip: ip.parse().unwrap(),
+            uid: format!("uid-{}", o.name),
+            start_ms: 0,
+            end_ms: None,
+            owner: o,
+        });
+    };
+    hold(
+        "10.77.0.1",
+        owner(OwnerKind::Node, "node-a", "node-a", "ap-northeast-2a"),
+    );
+    hold(
+        "10.77.0.2",
+        owner(OwnerKind::Node, "node-b", "node-b", "ap-northeast-2a"),
+    );
+    hold(
+        "10.77.0.3",
+        owner(OwnerKind::Node, "node-c", "node-c", "ap-northeast-2c"),
+    );
+    hold(
+        "10.0.0.5",
+        owner(OwnerKind::Pod, "web-1", "node-a", "ap-northeast-2a"),
+    );
+    hold(
+        "10.0.0.6",
+        owner(OwnerKind::Pod, "cache-1", "node-a", "ap-northeast-2a"),
+    );
+    hold(
+        "10.0.1.5",
+        owner(OwnerKind::Pod, "api-1", "node-b", "ap-northeast-2a"),
+    );
+    hold(
+        "10.0.2.5",
+        owner(OwnerKind::Pod, "db-0", "node-c", "ap-northeast-2c"),
+    );
+    hold(
+        "fd00::5",
+        owner(OwnerKind::Pod, "web-1", "node-a", "ap-northeast-2a"),
+    );
+    h
+}
+
+fn enricher() -> Enricher {
+    let file: RulesFile = serde_yaml_ng::from_str(
+        r#"
+networks:
+  - name: nat-gateway
+    cidrs: [10.0.200.10/32]
+    price: {out: 0.045, in: 0.045}
+  - name: peered-vpc-us
+    cidrs: [10.60.0.0/16]
+    region: us-east-1
+hosts:
+  - name: billing-db
+    cidrs: [10.50.0.4/32]
+    cloud: aws
+    region: ap-northeast-2
+    zone: ap-northeast-2c
+    workload_name: billing-db
+    labels: {app: postgres}
+"#,
+    )
+    .unwrap();
+    let place = ClusterPlace {
+        cluster: "prod".into(),
+        cloud: "aws".into(),
+        region: "ap-northeast-2".into(),
+    };
+    Enricher::new(place, Rules::build(file, "test").unwrap())
+}
+
+fn run_batch(b: &ConntrackBatch) -> Result<Vec<Flow>, DeltaError> {
+    let (enricher, history) = (enricher(), history());
+    let inputs = Inputs {
+        history: &history,
+        cloud: ranges(),
+    };
+    let mut out = Vec::new();
+    enricher.enrich(b, &inputs, 0, |f| out.push(f.to_flow()))?;
+    Ok(out)
+}
+
+/// The records of one delta observed on node-a.
+fn run(d: ConnectionDelta) -> Vec<Flow> {
+    run_batch(&batch("node-a", "c1", 1, T, T + 10_000, vec![d])).unwrap()
+}
+
+/// 1 GiB out, 2 MiB back.
+fn big(src: &str, dst: &str) -> ConnectionDelta {
+    delta(src, 40_000, dst, 443, (1 << 30, 1000), (2 << 20, 500))
+}
+
+fn class_and_costs(records: &[Flow]) -> Vec<(&str, &str, f64)> {
+    records
+        .iter()
+        .map(|f| (f.direction.as_str(), f.class.as_str(), f.cost_usd))
+        .collect()
+}
+
+#[test]
+fn pod_to_pod_on_one_node_is_intra_node_and_recorded_once() {
+    let r = run(big("10.0.0.5", "10.0.0.6"));
+    assert_eq!(
+        class_and_costs(&r),
+        [("out", "INTRA_NODE", 0.0), ("in", "INTRA_NODE", 0.0)]
+    );
+    assert_eq!(
+        (r[0].local_pod.as_str(), r[0].remote_pod.as_str()),
+        ("web-1", "cache-1")
+    );
+    assert_eq!(
+        (r[0].bytes, r[0].packets, r[1].bytes, r[1].packets),
+        (1 << 30, 1000, 2 << 20, 500)
+    );
+}
+
+#[test]
+fn same_zone_and_cross_zone_pods() {
+    let same = run(big("10.0.0.5", "10.0.1.5"));
+    assert_eq!(
+        class_and_costs(&same),
+        [("out", "INTRA_ZONE", 0.0), ("in", "INTRA_ZONE", 0.0)]
+    );
+    let cross = run(big("10.0.0.5", "10.0.2.5"));
+    assert_eq!(
+        class_and_costs(&cross),
+        [
+            ("out", "INTER_ZONE", 0.01),
+            ("in", "INTER_ZONE", 2.0 / 1024.0 * 0.01)
+        ]
+    );
+    let f = &cross[0];
+    assert_eq!(
+        (
+            f.local_zone.as_str(),
+            f.remote_zone.as_str(),
+            f.remote_node.as_str(),
+            f.remote_workload_kind.as_str(),
+            f.remote_workload_name.as_str(),
+            f.remote_app.as_str()
+        ),
+        (
+            "ap-northeast-2a",
+            "ap-northeast-2c",
+            "node-c",
+            "Deployment",
+            "db",
+            "db"
+        )
+    );
+    assert_eq!(
+        (
+            f.local_ip.as_str(),
+            f.local_port,
+            f.remote_ip.as_str(),
+            f.remote_port
+        ),
+        ("10.0.0.5", 40_000, "10.0.2.5", 443)
+    );
+    assert_eq!(
+        (
+            f.cluster.as_str(),
+            f.protocol.as_str(),
+            f.interval_start_unix_ms,
+            f.interval_seconds
+        ),
+        ("prod", "tcp", T, 10)
+    );
+}
+
+#[test]
+fn a_service_vip_is_replaced_by_the_real_backend() {
+    // web-1 -> 10.96.0.10:80, DNATed to db-0 10.0.2.5:5432: the reply source is the backend.
+    let mut d = big("10.0.0.5", "10.96.0.10");
+    let reply = d.reply.as_mut().unwrap();
+    reply.src = vec![10, 0, 2, 5];
+    reply.src_port = 5432;
+    d.nat = true;
+    let r = run(d);
+    assert_eq!(
+        (
+            r[0].remote_pod.as_str(),
+            r[0].remote_ip.as_str(),
+            r[0].remote_port,
+            r[0].class.as_str()
+        ),
+        ("db-0", "10.0.2.5", 5432, "INTER_ZONE")
+    );
+}
+
+#[test]
+fn incoming_connections_are_seen_from_the_local_pod() {
+    // An internet client connects to web-1: web-1 sends the reply bytes (out), receives the
+    // original bytes (in). Only egress to the internet is billed.
+    let r = run(big("203.0.113.7", "10.0.0.5"));
+    assert_eq!(r[0].local_pod, "web-1");
+    assert_eq!(
+        (
+            r[0].direction.as_str(),
+            r[0].bytes,
+            r[0].local_port,
+            r[0].remote_port
+        ),
+        ("out", 2 << 20, 443, 40_000)
+    );
+    assert_eq!(
+        class_and_costs(&r),
+        [
+            ("out", "INTERNET", 2.0 / 1024.0 * 0.09),
+            ("in", "INTERNET", 0.0)
+        ]
+    );
+}
+
+#[test]
+fn cloud_ranges_give_cloud_region_service_and_class() {
+    let cases = [
+        // S3 in our own region: free; in another region: cross-region egress.
+        (
+            "3.5.140.7",
+            "aws",
+            "ap-northeast-2",
+            "S3",
+            "INTRA_REGION",
+            0.0,
+        ),
+        (
+            "2a05:d07a:a000::1",
+            "aws",
+            "eu-south-1",
+            "S3",
+            "INTER_REGION",
+            0.02,
+        ),
+        (
+            "34.35.1.2",
+            "gcp",
+            "africa-south1",
+            "Google Cloud",
+            "INTER_CLOUD",
+            0.09,
+        ),
+        (
+            "20.33.154.10",
+            "azure",
+            "koreacentral",
+            "AzureStorage",
+            "INTER_CLOUD",
+            0.09,
+        ),
+    ];
+    for (ip, cloud, region, service, class, price) in cases {
+        let src = if ip.contains(':') {
+            "fd00::5"
+        } else {
+            "10.0.0.5"
+        };
+        let r = run(big(src, ip));
+        let f = &r[0];
+        assert_eq!(
+            (
+                f.remote_cloud.as_str(),
+                f.remote_region.as_str(),
+                f.remote_service.as_str(),
+                f.class.as_str(),
+                f.cost_usd
+            ),
+            (cloud, region, service, class, price),
+            "{ip}"
+        );
+        assert_eq!((f.local_pod.as_str(), f.remote_pod.as_str()), ("web-1", ""));
+    }
+}
+
+#[test]
+fn rules_static_hosts_private_and_internet() {
+    let nat = run(big("10.0.0.5", "10.0.200.10"));
+    assert_eq!(
+        (nat[0].remote_network.as_str(), nat[0].class.as_str()),
+        ("nat-gateway", "VPC")
+    );
+    assert_eq!(
+        (nat[0].cost_usd, nat[1].cost_usd),
+        (0.045, 2.0 / 1024.0 * 0.045)
+    );
+    let peered = run(big("10.0.0.5", "10.60.1.1"));
+    assert_eq!(
+        (
+            peered[0].remote_network.as_str(),
+            peered[0].remote_region.as_str(),
+            peered[0].class.as_str(),
+            peered[0].cost_usd
+        ),
+        ("peered-vpc-us", "us-east-1", "INTER_REGION", 0.02)
+    );
+    let db = run(big("10.0.0.5", "10.50.0.4"));
+    assert_eq!(
+        (
+            db[0].remote_workload_name.as_str(),
+            db[0].remote_app.as_str(),
+            db[0].remote_zone.as_str(),
+            db[0].class.as_str(),
+            db[0].cost_usd
+        ),
+        (
+            "billing-db",
+            "postgres",
+            "ap-northeast-2c",
+            "INTER_ZONE",
+            0.01
+        )
+    );
+    let vpc = run(big("10.0.0.5", "172.20.3.4"));
+    assert_eq!(
+        (
+            vpc[0].class.as_str(),
+            vpc[0].remote_cloud.as_str(),
+            vpc[0].cost_usd
+        ),
+        ("VPC", "", 0.0)
+    );
+    let internet = run(big("10.0.0.5", "203.0.113.9"));
+    assert_eq!(
+        (internet[0].class.as_str(), internet[0].cost_usd),
+        ("INTERNET", 0.09)
+    );
+}
+
+#[test]
+fn node_traffic_is_attributed_to_the_node_and_flagged() {
+    let r = run(big("10.77.0.1", "10.0.2.5"));
+    assert_eq!(
+        (
+            r[0].local_node.as_str(),
+            r[0].local_pod.as_str(),
+            r[0].local_host_network,
+            r[0].local_zone.as_str(),
+            r[0].class.as_str()
+        ),
+        ("node-a", "", true, "ap-northeast-2a", "INTER_ZONE")
+    );
+    // An address the inventory does not know, flagged by the collector as the node's own.
+    let mut unknown = big("192.168.7.7", "203.0.113.9");
+    unknown.node_endpoint = true;
+    let r = run(unknown);
+    assert_eq!(
+        (
+            r[0].local_node.as_str(),
+            r[0].local_host_network,
+            r[0].local_zone.as_str(),
+            r[0].class.as_str()
+        ),
+        ("node-a", true, "ap-northeast-2a", "INTERNET")
+    );
+}
+
+#[test]
+fn unknown_places_are_unknown_not_guessed() {
+    // Observed on a node the inventory does not know, between two unknown private addresses:
+    // the cluster's cloud and region are known, the zones are not.
+    let b = batch(
+        "node-z",
+        "c1",
+        1,
+        T,
+        T + 10_000,
+        vec![big("10.9.0.1", "10.9.0.2")],
+    );
+    let r = run_batch(&b).unwrap();
+    assert_eq!(
+        (
+            r[0].class.as_str(),
+            r[0].local_node.as_str(),
+            r[0].local_region.as_str()
+        ),
+        ("VPC", "node-z", "ap-northeast-2")
+    );
+}
+
+#[test]
+fn a_silent_direction_yields_no_record() {
+    let r = run(delta("10.0.0.5", 5000, "10.0.2.5", 53, (120, 1), (0, 0)));
+    assert_eq!(
+        class_and_costs(&r),
+        [("out", "INTER_ZONE", 120.0 / GIB * 0.01)]
+    );
+}
+
+#[test]
+fn record_ids_are_stable_and_unique_per_delta_and_direction() {
+    let deltas = vec![big("10.0.0.5", "10.0.2.5"), big("10.0.0.5", "10.0.1.5")];
+    let first = run_batch(&batch("node-a", "c1", 7, T, T + 10_000, deltas.clone())).unwrap();
+    let again = run_batch(&batch("node-a", "c1", 7, T, T + 10_000, deltas.clone())).unwrap();
+    let next_batch = run_batch(&batch("node-a", "c1", 8, T, T + 10_000, deltas.clone())).unwrap();
+    let other_instance = run_batch(&batch("node-a", "c2", 7, T, T + 10_000, deltas)).unwrap();
+    let ids = |r: &[Flow]| r.iter().map(|f| f.record_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again));
+    let mut all: Vec<String> = [ids(&first), ids(&next_batch), ids(&other_instance)].concat();
+    assert_eq!(all.len(), 12);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 12);
+    let id = uuid::Uuid::parse_str(&first[0].record_id).unwrap();
+    assert_eq!(id.get_version_num(), 8);
+}
+
+#[test]
+fn a_malformed_delta_fails_the_whole_batch() {
+    let mut bad = big("10.0.0.5", "10.0.2.5");
+    bad.reply.as_mut().unwrap().src = vec![10, 0, 2];
+    let b = batch(
+        "node-a",
+        "c1",
+        1,
+        T,
+        T + 10_000,
+        vec![big("10.0.0.5", "10.0.1.5"), bad],
+    );
+    assert_eq!(
+        run_batch(&b).unwrap_err(),
+        DeltaError::Address {
+            index: 1,
+            which: "reply source",
+            len: 3
+        }
+    );
+    let mut missing = big("10.0.0.5", "10.0.2.5");
+    missing.original = None;
+    let b = batch("node-a", "c1", 1, T, T + 10_000, vec![missing]);
+    assert_eq!(
+        run_batch(&b).unwrap_err().to_string(),
+        "delta 0 has no original tuple"
+    );
+}
