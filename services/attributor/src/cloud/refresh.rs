@@ -4,7 +4,9 @@
 //! The directory is the source of truth: a refresh downloads a file, checks that it parses and
 //! is not empty, replaces the file in the directory (write a temporary file, then rename),
 //! and only then rebuilds the table from the directory and swaps it in. A restart therefore
-//! starts from the last good download, and a failed download changes nothing.
+//! starts from the last good download, and a failed download changes nothing. Since each round
+//! rebuilds from the directory, a file put there by other means is picked up too (Azure's,
+//! whose URL changes weekly, can be copied in by a job).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -158,22 +160,23 @@ impl std::fmt::Debug for SharedCloudRanges {
     }
 }
 
-/// Until `shutdown`, downloads the configured files every `args.refresh` (the first time right
-/// away) and swaps in the rebuilt table. Returns at once when refresh is off (`0s`) or no URL
-/// is set. Failures are logged and counted; the previous table stays.
+/// Until `shutdown`, every `args.refresh` (the first time right away) downloads the files whose
+/// URL is set, rebuilds the table from the directory and swaps it in if it changed. Returns at
+/// once when refresh is off (`0s`). Failures are logged and counted; the previous table stays.
 pub async fn refresh_loop(
     args: CloudRangesArgs,
     ranges: SharedCloudRanges,
     shutdown: CancellationToken,
 ) {
     metrics::gauge!("netmeter_attributor_cloud_ranges_prefixes").set(ranges.current().len() as f64);
-    if args.refresh.is_zero() || args.sources().is_empty() {
+    if args.refresh.is_zero() {
         tracing::info!(dir = %args.dir.display(), "cloud range refresh is off");
         return;
     }
     tracing::info!(
         dir = %args.dir.display(),
         every = %humantime::format_duration(args.refresh),
+        urls = ?args.sources(),
         "cloud range refresh is on"
     );
     run_refresh_loop(http_agent(), args, ranges, shutdown).await;
@@ -206,29 +209,27 @@ struct RoundOutcome {
     /// Providers whose file was downloaded and checked (changed or not) and is in the table.
     refreshed: Vec<Cloud>,
     failed: Vec<Cloud>,
-    /// Whether a new table was swapped in (only when a file changed).
+    /// Whether a different table was swapped in.
     swapped: bool,
 }
 
-/// Downloads every configured file once, then rebuilds and swaps the table if any changed.
+/// One round: downloads every configured file into the directory, then rebuilds the table
+/// from the directory (so files put there by other means, such as Azure's weekly file copied
+/// in by a job, are picked up too) and swaps it in if it differs.
 async fn refresh_once(
     agent: &ureq::Agent,
     args: &CloudRangesArgs,
     ranges: &SharedCloudRanges,
 ) -> RoundOutcome {
     let mut outcome = RoundOutcome::default();
-    let mut changed = false;
     for (cloud, url) in args.sources() {
         let (agent, url_owned, dir) = (agent.clone(), url.to_string(), args.dir.clone());
-        let result =
-            tokio::task::spawn_blocking(move || update_file(&agent, cloud, &url_owned, &dir))
-                .await
-                .unwrap_or_else(|join| Err(RefreshError::Panicked(join.to_string())));
+        let Some(result) = blocking(move || update_file(&agent, cloud, &url_owned, &dir)).await
+        else {
+            return outcome;
+        };
         match result {
-            Ok(file_changed) => {
-                changed |= file_changed;
-                outcome.refreshed.push(cloud);
-            }
+            Ok(()) => outcome.refreshed.push(cloud),
             Err(error) => {
                 RefreshFailed {
                     cloud,
@@ -240,14 +241,13 @@ async fn refresh_once(
             }
         }
     }
-    if changed {
-        let dir = args.dir.clone();
-        let rebuilt = match tokio::task::spawn_blocking(move || load_dir(&dir)).await {
-            Ok(result) => result.map_err(RefreshError::Rebuild),
-            Err(join) => Err(RefreshError::Panicked(join.to_string())),
-        };
-        match rebuilt {
-            Ok(new) => {
+    let dir = args.dir.clone();
+    let Some(rebuilt) = blocking(move || load_dir(&dir)).await else {
+        return outcome;
+    };
+    match rebuilt {
+        Ok(new) => {
+            if new != *ranges.current() {
                 RangesSwapped {
                     dir: &args.dir,
                     prefixes: new.len(),
@@ -256,21 +256,21 @@ async fn refresh_once(
                 ranges.replace(new);
                 outcome.swapped = true;
             }
-            Err(error) => {
-                // Another file in the directory went missing or bad since the last load.
-                let cloud = match &error {
-                    RefreshError::Rebuild(e) => e.cloud(),
-                    _ => outcome.refreshed[0],
-                };
-                RefreshFailed {
-                    cloud,
-                    source: &args.dir.display().to_string(),
-                    error: &error,
-                }
-                .emit();
-                outcome.failed.append(&mut outcome.refreshed);
-                return outcome;
+        }
+        Err(error) => {
+            // A file in the directory went missing or bad since the last load.
+            let cloud = error.cloud();
+            RefreshFailed {
+                cloud,
+                source: &args.dir.display().to_string(),
+                error: &RefreshError::Rebuild(error),
             }
+            .emit();
+            outcome.refreshed.clear();
+            if !outcome.failed.contains(&cloud) {
+                outcome.failed.push(cloud);
+            }
+            return outcome;
         }
     }
     for cloud in &outcome.refreshed {
@@ -280,14 +280,26 @@ async fn refresh_once(
     outcome
 }
 
+/// Runs `work` on the blocking pool. `None` when the runtime is shutting down; a panic in
+/// `work` is a bug and continues here.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Some(value),
+        Err(join) => match join.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_cancelled) => None,
+        },
+    }
+}
+
 /// Downloads `url`, checks it is a non-empty `cloud` range file, and replaces the file in
-/// `dir` with it. Returns whether the content changed.
+/// `dir` with it (unless it is the same).
 fn update_file(
     agent: &ureq::Agent,
     cloud: Cloud,
     url: &str,
     dir: &Path,
-) -> Result<bool, RefreshError> {
+) -> Result<(), RefreshError> {
     let body = download(agent, url)?;
     let labels = super::parse(cloud, &body, url).map_err(RefreshError::Invalid)?;
     if labels.is_empty() {
@@ -295,13 +307,12 @@ fn update_file(
     }
     let path = dir.join(cloud.file_name());
     if std::fs::read(&path).is_ok_and(|old| old == body) {
-        return Ok(false);
+        return Ok(());
     }
     write_atomically(&path, &body).map_err(|source| RefreshError::Write {
         path: path.display().to_string(),
         source,
-    })?;
-    Ok(true)
+    })
 }
 
 /// The HTTP client for the downloads: the system's TLS (OpenSSL) and trust store, so a
@@ -361,8 +372,6 @@ enum RefreshError {
     },
     #[error("cannot rebuild the table: {0}")]
     Rebuild(RangeFileError),
-    #[error("the refresh task panicked: {0}")]
-    Panicked(String),
 }
 
 /// A refresh of one provider's file failed; the previous table stays.
@@ -575,6 +584,44 @@ mod tests {
             .filter(|name| name.to_string_lossy().starts_with('.'))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_copied_into_the_directory_is_picked_up_and_a_broken_one_is_not() {
+        let dir = range_dir();
+        let ranges = SharedCloudRanges::new(load_dir(dir.path()).unwrap());
+        let no_downloads = args(dir.path(), "");
+        let azure = dir.path().join(Cloud::Azure.file_name());
+
+        std::fs::write(&azure, r#"{"values": ["#).unwrap();
+        let outcome = refresh_once(&local_agent(), &no_downloads, &ranges).await;
+        assert_eq!(
+            outcome,
+            RoundOutcome {
+                refreshed: vec![],
+                failed: vec![Cloud::Azure],
+                swapped: false
+            }
+        );
+        assert_eq!(
+            service_of(&ranges, "20.33.154.10").as_deref(),
+            Some("AzureStorage")
+        );
+
+        std::fs::write(
+            &azure,
+            r#"{"values": [{"name": "AzureCosmosDB.WestEurope", "properties": {
+                "region": "westeurope", "systemService": "AzureCosmosDB",
+                "addressPrefixes": ["20.44.0.0/16"]}}]}"#,
+        )
+        .unwrap();
+        let outcome = refresh_once(&local_agent(), &no_downloads, &ranges).await;
+        assert!(outcome.swapped, "{outcome:?}");
+        assert_eq!(
+            service_of(&ranges, "20.44.1.1").as_deref(),
+            Some("AzureCosmosDB")
+        );
+        assert_eq!(service_of(&ranges, "20.33.154.10"), None);
     }
 
     #[tokio::test]
