@@ -138,6 +138,7 @@ impl AttributionArgs {
                 "is empty",
             ));
         }
+        self.cloud_ranges.validate()?;
         let cloud = match self.cloud.as_deref().filter(|c| !c.is_empty()) {
             Some(name) => Cloud::parse(name)
                 .map_err(|e| ConfigError::invalid("--cloud", "NETMETER_CLOUD", e))?

@@ -32,7 +32,8 @@ impl<T> PrefixMap<T> {
             Some(i) => i,
             None => {
                 self.levels.push((key, HashMap::new()));
-                self.levels.sort_by_key(|level| std::cmp::Reverse(level.0.1));
+                self.levels
+                    .sort_by_key(|level| std::cmp::Reverse(level.0.1));
                 self.levels.iter().position(|(k, _)| *k == key).unwrap()
             }
         };

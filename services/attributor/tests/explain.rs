@@ -19,14 +19,34 @@ fn explains_cloud_rule_host_private_and_internet_addresses() {
     )
     .unwrap();
     let output = Command::new(BIN)
-        .args(["explain", "--cloud", "aws", "--region", "ap-northeast-2", "--cloud-ranges-dir"])
+        .args([
+            "explain",
+            "--cloud",
+            "aws",
+            "--region",
+            "ap-northeast-2",
+            "--cloud-ranges-dir",
+        ])
         .arg(netmeter_tests::cloud_ranges_dir())
         .arg("--rules")
         .arg(&rules)
-        .args(["3.5.140.7", "2a05:d07a:a000::1", "34.35.1.2", "20.33.154.10", "10.0.200.10", "10.50.0.4", "172.20.0.1", "203.0.113.9"])
+        .args([
+            "3.5.140.7",
+            "2a05:d07a:a000::1",
+            "34.35.1.2",
+            "20.33.154.10",
+            "10.0.200.10",
+            "10.50.0.4",
+            "172.20.0.1",
+            "203.0.113.9",
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines: Vec<Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
@@ -56,7 +76,10 @@ fn a_bad_address_or_missing_range_files_exit_2_with_one_line() {
     let out = run(&["explain", "--cloud-ranges-dir", "/nonexistent", "10.0.0.1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.starts_with("error: --cloud-ranges-dir (env NETMETER_CLOUD_RANGES_DIR):"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --cloud-ranges-dir (env NETMETER_CLOUD_RANGES_DIR):"),
+        "{stderr}"
+    );
     let out = run(&["explain", "10.0.0.300"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("10.0.0.300"));

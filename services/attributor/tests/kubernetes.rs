@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use netmeter_attributor::inventory::{IpOwnerHistory, Owner, OwnerKind, Tenure};
 use netmeter_attributor::kubernetes::{maintain, now_ms};
-use netmeter_tests::cluster::{self, completed};
+use netmeter_tests::cluster;
 use netmeter_tests::kube_api::{KubeApiServer, Resource};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -138,7 +138,7 @@ fn sample_cluster(server: &KubeApiServer, t0: u64) {
     );
     server.apply(
         Resource::Pods,
-        completed(
+        cluster::completed(
             pod("ops", "migrate-1", "node-a", &["10.0.0.8"], None, "", t0),
             t0 + 5_000,
         ),

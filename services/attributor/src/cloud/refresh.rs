@@ -40,29 +40,42 @@ pub struct CloudRangesArgs {
         default_value = "/etc/netmeter/cloud-ranges"
     )]
     pub dir: PathBuf,
-    /// How often to download the files again from the URLs below; 0s (the default) never
-    /// does, for clusters without egress. At least 1m when on.
+    /// How often to download the files from the URLs below and reload the directory; 0s (the
+    /// default) never does, for clusters without egress. At least 1m when on.
     #[arg(
         long = "cloud-ranges-refresh",
         env = "NETMETER_CLOUD_RANGES_REFRESH",
         default_value = "0s",
+        value_name = "DURATION",
         value_parser = humantime::parse_duration
     )]
     pub refresh: Duration,
     /// Where AWS publishes ip-ranges.json; empty never refreshes the AWS file.
-    #[arg(long = "aws-ranges-url", env = "NETMETER_AWS_RANGES_URL", default_value = AWS_RANGES_URL)]
+    #[arg(
+        long = "aws-ranges-url",
+        env = "NETMETER_AWS_RANGES_URL",
+        default_value = AWS_RANGES_URL,
+        value_name = "URL"
+    )]
     pub aws_url: String,
     /// Where Google publishes cloud.json; empty never refreshes the GCP file.
-    #[arg(long = "gcp-ranges-url", env = "NETMETER_GCP_RANGES_URL", default_value = GCP_RANGES_URL)]
+    #[arg(
+        long = "gcp-ranges-url",
+        env = "NETMETER_GCP_RANGES_URL",
+        default_value = GCP_RANGES_URL,
+        value_name = "URL"
+    )]
     pub gcp_url: String,
     /// Azure publishes its service tags under a new URL every week
     /// (ServiceTags_Public_YYYYMMDD.json, linked from
-    /// https://www.microsoft.com/download/details.aspx?id=56519), so there is no stable default:
-    /// empty (the default) never refreshes the Azure file. Point it at a copy you keep current.
+    /// <https://www.microsoft.com/download/details.aspx?id=56519>), so there is no stable default:
+    /// empty (the default) never downloads it. Point it at a copy you keep current, or copy the
+    /// file into --cloud-ranges-dir: every refresh round reloads the directory.
     #[arg(
         long = "azure-ranges-url",
         env = "NETMETER_AZURE_RANGES_URL",
-        default_value = ""
+        default_value = "",
+        value_name = "URL"
     )]
     pub azure_url: String,
 }
@@ -675,6 +688,23 @@ mod tests {
         )
         .await
         .expect("returns without waiting for shutdown");
+    }
+
+    /// No egress in tests, but the production client's TLS set-up (OpenSSL, the system trust
+    /// store) must at least be usable: a handshake with a server that hangs up is an error,
+    /// not a panic over a TLS provider that is not compiled in.
+    #[test]
+    fn the_production_client_attempts_tls_with_the_system_trust_store() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/ip-ranges.json", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+            }
+        });
+        let error =
+            update_file(&http_agent(), Cloud::Aws, &url, Path::new("/nonexistent")).unwrap_err();
+        assert!(matches!(error, RefreshError::Download(_)), "{error}");
     }
 
     #[derive(clap::Parser)]
