@@ -5,8 +5,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
-use netmeter_common::kafka::KafkaArgs;
+use netmeter_common::kafka::{KafkaArgs, partitions};
 use netmeter_common::publish::{Outgoing, Publisher};
 use netmeter_proto::{SCHEMA_HEADER, Schema};
 use prost::Message as _;
@@ -39,21 +38,7 @@ impl InventoryReader {
     /// Reads everything up to the end the topic has now into `history`; blocking.
     pub fn catch_up(&self, history: &RwLock<IpOwnerHistory>) -> anyhow::Result<usize> {
         let timeout = Duration::from_secs(10);
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(&self.topic), timeout)
-            .with_context(|| format!("reading the partitions of {}", self.topic))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        anyhow::ensure!(
-            !partitions.is_empty(),
-            "topic {} does not exist",
-            self.topic
-        );
+        let partitions = partitions(self.consumer.client(), &self.topic, timeout)?;
         let mut assignment = TopicPartitionList::new();
         let mut ends = Vec::new();
         for partition in partitions {

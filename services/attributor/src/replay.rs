@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use netmeter_common::kafka::partitions;
 use netmeter_proto::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -137,15 +138,7 @@ fn seek(
     ends: &mut Vec<(i32, i64)>,
 ) -> anyhow::Result<TopicPartitionList> {
     let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the partitions of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions(consumer.client(), topic, timeout)?;
     let mut by_time = TopicPartitionList::new();
     for &partition in &partitions {
         by_time.add_partition_offset(topic, partition, Offset::Offset(from_ms as i64))?;

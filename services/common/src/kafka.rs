@@ -309,16 +309,28 @@ pub fn check_topics<C: rdkafka::client::ClientContext>(
     timeout: Duration,
 ) -> Result<(), TopicError> {
     for topic in topics {
-        let metadata = client.fetch_metadata(Some(topic), timeout)?;
-        let known = metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !known {
-            return Err(TopicError::Missing(topic.clone()));
-        }
+        partitions(client, topic, timeout)?;
     }
     Ok(())
+}
+
+/// The partition ids of `topic`; blocking. A missing topic is an error that names it.
+pub fn partitions<C: rdkafka::client::ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, TopicError> {
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(TopicError::Missing(topic.to_string()));
+    }
+    Ok(partitions)
 }
 
 /// Waits until the brokers answer and every topic exists, logging each failed attempt.

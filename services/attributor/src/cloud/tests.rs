@@ -12,17 +12,9 @@ fn ranges() -> &'static CloudRanges {
     RANGES.get_or_init(|| load_dir(&range_files_dir()).unwrap())
 }
 
-/// `$NETMETER_CLOUD_RANGES_DIR`, else `shared/data/cloud-ip-ranges` beside the checkout
-/// (where CI and the development machines have it).
+/// The real files (see `netmeter_tests::cloud_ranges_dir`).
 pub(super) fn range_files_dir() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("NETMETER_CLOUD_RANGES_DIR") {
-        return dir.into();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/data/cloud-ip-ranges"))
-        .find(|d| d.is_dir())
-        .expect("shared/data/cloud-ip-ranges beside the checkout, or NETMETER_CLOUD_RANGES_DIR")
+    netmeter_tests::cloud_ranges_dir()
 }
 
 fn label(ip: &str) -> (Cloud, &str, &str, String) {
