@@ -2,7 +2,8 @@
 //! - a reused pod IP is attributed to whoever held it during each delta's interval, also for
 //!   late data, after a restart, and on replay;
 //! - two replicas in one group, one killed mid-stream: every raw delta yields its records,
-//!   duplicates only with equal record ids; garbage goes to the dead-letter topic.
+//!   duplicates only with equal record ids; garbage goes to the dead-letter topic;
+//! - the broker going away for 15 s loses no record.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -478,4 +479,78 @@ async fn two_replicas_one_killed_mid_stream_every_delta_yields_its_records() {
         "message schema is `raw.v9`, this consumer reads `raw.v1`"
     );
     assert_eq!(dead.messages.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_no_record() {
+    let mut stack = Stack::start().await.unwrap();
+    let attributor = start(&stack, &["--kubernetes=false"], &[]);
+    let raw = topic(Schema::RawV1);
+    let start_ms = now_ms() - 60_000;
+    let round = |first: u64| -> Vec<_> {
+        (first..first + 40)
+            .map(|sequence| {
+                let ds = (0..10u16)
+                    .map(|i| {
+                        delta(
+                            &format!("10.0.{sequence}.1"),
+                            2000 + i,
+                            "203.0.113.5",
+                            443,
+                            (700, 1),
+                            (300, 1),
+                        )
+                    })
+                    .collect();
+                batch("node-0", "c1", sequence, start_ms, start_ms + 10_000, ds)
+            })
+            .collect()
+    };
+    {
+        let producer = TestProducer::new(&stack.kafka_bootstrap()).unwrap();
+        producer.send_raw(&raw, &round(1)).await.unwrap();
+        std::mem::forget(producer);
+    }
+    // The broker goes away for 15 s while the attributor is working, and comes back.
+    stack.stop_broker();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    stack.start_broker().unwrap();
+    let producer = TestProducer::new(&stack.kafka_bootstrap()).unwrap();
+    producer.send_raw(&raw, &round(41)).await.unwrap();
+    let expected = 80 * 10 * 2;
+    let mut reader = TopicReader::new(
+        &stack.kafka_bootstrap(),
+        &topic(Schema::FlowsV1),
+        PARTITIONS,
+    )
+    .unwrap();
+    let identity = |f: &Flow| (f.local_ip.clone(), f.local_port, f.direction.clone());
+    let complete = reader
+        .read_until(Duration::from_secs(90), |messages| {
+            let ids: HashSet<_> = messages
+                .iter()
+                .flat_map(|m| netmeter_proto::decode_flows(&m.payload).unwrap())
+                .map(|f| identity(&f))
+                .collect();
+            ids.len() >= expected
+        })
+        .await;
+    let by_id: HashMap<String, Flow> = reader
+        .flows()
+        .into_iter()
+        .map(|f| (f.record_id.clone(), f))
+        .collect();
+    assert!(
+        complete,
+        "{} of {expected} records\n{}",
+        by_id.len(),
+        attributor.process.log_tail()
+    );
+    assert_eq!(by_id.len(), expected);
+    let sent: u64 = by_id
+        .values()
+        .filter(|f| f.direction == "out")
+        .map(|f| f.bytes)
+        .sum();
+    assert_eq!(sent, 80 * 10 * 700);
 }
