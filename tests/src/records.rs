@@ -92,6 +92,7 @@ impl TestProducer {
             ClientConfig::new()
                 .set("bootstrap.servers", bootstrap)
                 .set("message.timeout.ms", "30000")
+                .set("compression.type", "zstd")
                 .create()?,
         ))
     }

@@ -33,6 +33,9 @@ pub struct Stack {
     pub broker: ManagedProcess,
     tansu: std::path::PathBuf,
     pub clickhouse: ManagedProcess,
+    /// The launcher and libchdb, to start ClickHouse again after a fault.
+    clickhouse_launcher: std::path::PathBuf,
+    chdb: std::path::PathBuf,
     pub kafka_port: u16,
     pub clickhouse_http_port: u16,
     pub clickhouse_tcp_port: u16,
@@ -79,6 +82,8 @@ impl Stack {
             broker,
             tansu,
             clickhouse: ch,
+            clickhouse_launcher: launcher,
+            chdb: lib,
             kafka_port,
             clickhouse_http_port: http_port,
             clickhouse_tcp_port: tcp_port,
@@ -117,6 +122,27 @@ impl Stack {
         let port = self.kafka_port;
         self.broker
             .wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(port))
+    }
+
+    /// Fault injection: stops ClickHouse (SIGTERM); its data stays.
+    pub fn stop_clickhouse(&mut self) {
+        self.clickhouse.terminate(Duration::from_secs(10));
+    }
+
+    /// Starts ClickHouse again on the same ports with the same data.
+    pub fn start_clickhouse(&mut self) -> anyhow::Result<()> {
+        let command = clickhouse::command(
+            &self.clickhouse_launcher,
+            &self.chdb,
+            &self.dir.path().join("clickhouse"),
+            self.clickhouse_http_port,
+            self.clickhouse_tcp_port,
+        );
+        let log = self.dir.path().join("clickhouse.log");
+        self.clickhouse = ManagedProcess::spawn("clickhouse", command, &log, Lifetime::Owned)?;
+        let port = self.clickhouse_http_port;
+        self.clickhouse
+            .wait_ready(CLICKHOUSE_START_TIMEOUT, || clickhouse::is_ready(port))
     }
 
     /// Where this stack keeps data and logs.

@@ -1,13 +1,19 @@
 //! Sink flags and env vars, validated into a [`Config`].
 
-use clap::Parser;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
 use netmeter_common::kafka::KafkaArgs;
 use netmeter_common::{ConfigError, ServiceArgs};
+
+use crate::schema::{KafkaEngineSettings, SchemaSettings};
 
 /// Writes enriched flow records from Kafka into ClickHouse.
 #[derive(Parser, Debug)]
 #[command(name = "netmeter-sink", version, about)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub service: ServiceArgs,
     #[command(flatten)]
@@ -17,6 +23,41 @@ pub struct Args {
     pub group_id: String,
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub schema: SchemaSettings,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the schema migrations to ClickHouse (the service also does at start) and exit.
+    Migrate {
+        /// Also create the Kafka table and its materialized view (ClickHouse reads the topic).
+        #[arg(long)]
+        kafka_engine: bool,
+        #[command(flatten)]
+        engine: KafkaEngineSettings,
+    },
+    /// Print the schema's SQL (and with --kafka-engine the Kafka table and view) and exit.
+    Ddl {
+        #[arg(long)]
+        kafka_engine: bool,
+        #[command(flatten)]
+        engine: KafkaEngineSettings,
+    },
+}
+
+/// When a batch is written to ClickHouse.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Batching")]
+pub struct BatchArgs {
+    /// Write a batch once it has this many rows...
+    #[arg(long, env = "NETMETER_BATCH_ROWS", default_value_t = 50_000)]
+    pub batch_rows: usize,
+    /// ...or once its first row is this old.
+    #[arg(long, env = "NETMETER_BATCH_AGE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub batch_age: Duration,
 }
 
 /// Where ClickHouse is (HTTP interface; self-hosted or ClickHouse Cloud).
@@ -57,6 +98,8 @@ pub struct Config {
     pub kafka: KafkaArgs,
     pub group_id: String,
     pub clickhouse: ClickHouseArgs,
+    pub batch: BatchArgs,
+    pub schema: SchemaSettings,
 }
 
 impl Args {
@@ -82,11 +125,31 @@ impl Args {
                 format!("`{database}` must be letters, digits and _"),
             ));
         }
+        if self.batch.batch_rows == 0 {
+            return Err(ConfigError::invalid(
+                "--batch-rows",
+                "NETMETER_BATCH_ROWS",
+                "must be at least 1",
+            ));
+        }
+        if self.batch.batch_age.is_zero() {
+            return Err(ConfigError::invalid(
+                "--batch-age",
+                "NETMETER_BATCH_AGE",
+                "must be more than 0s",
+            ));
+        }
+        let schema = SchemaSettings {
+            database: self.clickhouse.database.clone(),
+            ..self.schema
+        };
         Ok(Config {
             service: self.service,
             kafka: self.kafka,
             group_id: self.group_id,
             clickhouse: self.clickhouse,
+            batch: self.batch,
+            schema,
         })
     }
 }

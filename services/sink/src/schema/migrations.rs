@@ -1,0 +1,204 @@
+//! The ordered migrations from an empty database to [`SCHEMA_VERSION`]. Every statement is
+//! idempotent (`IF NOT EXISTS`), so a migration interrupted half-way, or run by two sinks at
+//! once, is simply run again.
+//!
+//! A migration's SQL never changes once released: version 1 is written out as it was. Objects a
+//! migration creates and that no later migration has changed yet are rendered from the current
+//! schema ([`super::tables`]); when a later version changes one, copy its old text here first.
+//! The test `migrating_an_empty_server_matches_the_ddl` keeps both in step.
+
+use super::SchemaSettings;
+use super::rollups::{Rollup, recompute_window_days};
+use super::tables;
+
+/// The schema version this sink writes and expects.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// One step of the schema.
+pub struct Migration {
+    pub version: u32,
+    pub description: &'static str,
+    statements: fn(&SchemaSettings) -> Vec<String>,
+}
+
+impl Migration {
+    /// The statements with `{db}`, `{ttl_days}` ... substituted.
+    pub fn statements(&self, settings: &SchemaSettings) -> Vec<String> {
+        (self.statements)(settings)
+    }
+}
+
+impl std::fmt::Debug for Migration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.version, self.description)
+    }
+}
+
+/// Every migration, oldest first; versions are 1, 2, 3, ...
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "flows table",
+        statements: v1,
+    },
+    Migration {
+        version: 2,
+        description: "flows.remote_network and data-skipping indexes",
+        statements: v2,
+    },
+    Migration {
+        version: 3,
+        description: "per-minute and per-hour rollups",
+        statements: v3,
+    },
+];
+
+/// Replaces `{db}`, `{ttl_days}`, `{minute_ttl_days}`, `{hour_ttl_days}` and `{window_days}`.
+pub(crate) fn substitute(template: &str, settings: &SchemaSettings) -> String {
+    template
+        .replace("{db}", &settings.database)
+        .replace("{ttl_days}", &settings.ttl_days.to_string())
+        .replace(
+            "{minute_ttl_days}",
+            &settings.minute_rollup_ttl_days.to_string(),
+        )
+        .replace(
+            "{hour_ttl_days}",
+            &settings.hour_rollup_ttl_days.to_string(),
+        )
+        .replace(
+            "{window_days}",
+            &recompute_window_days(settings).to_string(),
+        )
+}
+
+const V1_FLOWS: &str = "CREATE TABLE IF NOT EXISTS {db}.flows
+(
+    record_id UUID,
+    generation UInt64 CODEC(T64, ZSTD(1)),
+    interval_start_unix_ms UInt64 CODEC(Delta(8), ZSTD(1)),
+    interval_start DateTime64(3, 'UTC') MATERIALIZED fromUnixTimestamp64Milli(toInt64(interval_start_unix_ms), 'UTC') CODEC(Delta(8), ZSTD(1)),
+    interval_seconds UInt32 CODEC(T64, ZSTD(1)),
+    cluster LowCardinality(String),
+    direction LowCardinality(String),
+    protocol LowCardinality(String),
+    class LowCardinality(String),
+    local_cloud LowCardinality(String),
+    local_region LowCardinality(String),
+    local_zone LowCardinality(String),
+    local_node LowCardinality(String),
+    local_namespace LowCardinality(String),
+    local_pod String CODEC(ZSTD(1)),
+    local_workload_kind LowCardinality(String),
+    local_workload_name LowCardinality(String),
+    local_app LowCardinality(String),
+    local_ip IPv6 CODEC(ZSTD(1)),
+    local_port UInt16 CODEC(T64, ZSTD(1)),
+    local_host_network Bool,
+    remote_cloud LowCardinality(String),
+    remote_region LowCardinality(String),
+    remote_zone LowCardinality(String),
+    remote_node LowCardinality(String),
+    remote_namespace LowCardinality(String),
+    remote_pod String CODEC(ZSTD(1)),
+    remote_workload_kind LowCardinality(String),
+    remote_workload_name LowCardinality(String),
+    remote_app LowCardinality(String),
+    remote_ip IPv6 CODEC(ZSTD(1)),
+    remote_port UInt16 CODEC(T64, ZSTD(1)),
+    remote_host_network Bool,
+    remote_service LowCardinality(String),
+    bytes UInt64 CODEC(T64, ZSTD(1)),
+    packets UInt64 CODEC(T64, ZSTD(1)),
+    cost_usd Float64 CODEC(ZSTD(1))
+)
+ENGINE = ReplacingMergeTree(generation)
+PARTITION BY toYYYYMMDD(interval_start)
+ORDER BY (interval_start, record_id)
+TTL toDateTime(interval_start) + toIntervalDay({ttl_days})
+SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1";
+
+fn v1(settings: &SchemaSettings) -> Vec<String> {
+    vec![substitute(V1_FLOWS, settings)]
+}
+
+const V2: &[&str] = &[
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS remote_network LowCardinality(String) AFTER remote_service",
+    "ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS local_namespace_idx local_namespace TYPE bloom_filter(0.01) GRANULARITY 4",
+    "ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS remote_namespace_idx remote_namespace TYPE bloom_filter(0.01) GRANULARITY 4",
+    "ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS local_workload_name_idx local_workload_name TYPE bloom_filter(0.01) GRANULARITY 4",
+    "ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS class_idx class TYPE set(16) GRANULARITY 4",
+    // Existing parts get the indexes too (a background mutation).
+    "ALTER TABLE {db}.flows MATERIALIZE INDEX local_namespace_idx",
+    "ALTER TABLE {db}.flows MATERIALIZE INDEX remote_namespace_idx",
+    "ALTER TABLE {db}.flows MATERIALIZE INDEX local_workload_name_idx",
+    "ALTER TABLE {db}.flows MATERIALIZE INDEX class_idx",
+];
+
+fn v2(settings: &SchemaSettings) -> Vec<String> {
+    V2.iter().map(|s| substitute(s, settings)).collect()
+}
+
+/// Marks every minute `flows` already holds, so the first refreshes roll up the data written
+/// before the rollups existed.
+const V3_BACKFILL: &str = "INSERT INTO {db}.rollup_changes (rollup, interval_start, marked_at)
+SELECT DISTINCT 'flows_per_minute', toStartOfMinute(interval_start), now64(3, 'UTC')
+FROM {db}.flows
+WHERE interval_start >= now() - INTERVAL {window_days} DAY";
+
+fn v3(settings: &SchemaSettings) -> Vec<String> {
+    let db = &settings.database;
+    let mut statements = vec![
+        tables::rollup_changes().create(db),
+        tables::rollup_table(Rollup::Minute, settings.minute_rollup_ttl_days).create(db),
+        tables::rollup_table(Rollup::Hour, settings.hour_rollup_ttl_days).create(db),
+    ];
+    statements.extend(
+        Rollup::ALL
+            .iter()
+            .map(|r| r.changes_view(settings).create()),
+    );
+    statements.push(substitute(V3_BACKFILL, settings));
+    statements.extend(
+        Rollup::ALL
+            .iter()
+            .map(|r| r.refresh_view(settings).create()),
+    );
+    statements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_and_end_at_the_schema_version() {
+        let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let expected: Vec<u32> = (1..=SCHEMA_VERSION).collect();
+        assert_eq!(versions, expected);
+    }
+
+    #[test]
+    fn version_1_is_the_current_flows_table_without_remote_network_and_indexes() {
+        let settings = SchemaSettings::default();
+        let mut v1_table = tables::flows(&settings);
+        v1_table.columns = tables::flow_columns(false);
+        v1_table.indexes.clear();
+        assert_eq!(
+            v1(&settings),
+            vec![v1_table.create(&settings.database)],
+            "version 1 renders like the current table minus what version 2 added"
+        );
+    }
+
+    #[test]
+    fn every_placeholder_is_substituted() {
+        let settings = SchemaSettings::default();
+        for migration in MIGRATIONS {
+            for statement in migration.statements(&settings) {
+                assert!(!statement.contains("{db}"), "{statement}");
+                assert!(!statement.contains("_days}"), "{statement}");
+            }
+        }
+    }
+}

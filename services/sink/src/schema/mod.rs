@@ -1,0 +1,328 @@
+//! The ClickHouse schema the sink owns: the `flows` table, its per-minute and per-hour rollups,
+//! versioned idempotent migrations ([`migrate`]), the DDL as text ([`ddl`]), and the Kafka-engine
+//! path in which ClickHouse reads the flows topic itself ([`kafka_engine`]).
+//!
+//! # `flows`: one row per record id, highest generation wins
+//!
+//! `ReplacingMergeTree(generation)` ordered by `(interval_start, record_id)`: only what a replay
+//! never changes is in the key, so a redelivered record (same id, same generation) and a replayed
+//! one (same id, higher generation, possibly other namespace or workload) replace the old row,
+//! and `SELECT ... FROM flows FINAL` gives single-pass totals. A retried insert with the sink's
+//! `insert_deduplication_token` is dropped by ClickHouse (`non_replicated_deduplication_window`).
+//! Partitions are days; the TTL (`--ttl-days`) drops whole days.
+//!
+//! # Rollups that never double-count
+//!
+//! `flows_per_minute` and `flows_per_hour` hold sums of bytes, packets, cost and record count per
+//! time bucket and [`DIMENSIONS`]. An insert-triggered materialized view summing `flows` would
+//! count a redelivered or replayed record twice, because it sees inserts, not the deduplicated
+//! table. So a bucket is never incremented; it is *recomputed* from the deduplicated source:
+//!
+//! - `flows_per_minute_changes_mv` (insert-triggered, on `flows`) writes a change mark (rollup,
+//!   minute, now) into `rollup_changes` for every minute an insert touches, whatever its age: a
+//!   replay of last week marks last week's minutes.
+//! - `flows_per_minute_refresh`, a refreshable materialized view (`REFRESH EVERY 1 MINUTE
+//!   APPEND`), recomputes the minutes marked since its previous successful refresh started (from
+//!   `system.view_refreshes`, minus a 60 s margin for inserts that were still running then) from
+//!   `flows FINAL`, and appends the sums with `refreshed_at = now`. The rollup is a
+//!   `ReplacingMergeTree(refreshed_at, is_deleted)` keyed by bucket and dimensions, so the new
+//!   sums replace the old ones. A replay can move bytes to other dimensions (another namespace):
+//!   the recomputation also writes a deletion (`is_deleted = 1`) for every row of the bucket that
+//!   the fresh sums no longer have, so `FINAL` never shows the old attribution next to the new.
+//! - The same pair runs one level up: `flows_per_hour_changes_mv` marks the hours that the minute
+//!   refresh rewrote, and `flows_per_hour_refresh` recomputes them from `flows_per_minute FINAL`
+//!   (60 times fewer rows than `flows`).
+//!
+//! Read the rollups with `FINAL` (or `argMax` by `refreshed_at`), like `flows`. Each touched
+//! bucket is recomputed once or twice, so the work follows what was written, not the size of a
+//! look-back window, and late data of any age (a replay, a broker outage) lands in the right
+//! bucket within about two minutes. Both views live in ClickHouse, so the rollups also work on the
+//! Kafka-engine path where no sink runs. [`refresh_rollups`] recomputes a range by hand (repairs,
+//! backfills), [`refresh_rollups_now`] runs both views immediately. Buckets older than the
+//! shorter of `--ttl-days` and `--rollup-minute-ttl-days` are never recomputed (their sources may
+//! be gone). Refreshable materialized views need ClickHouse 24.10 or later.
+//!
+//! # Migrations
+//!
+//! [`MIGRATIONS`] are applied in order and recorded in `schema_migrations`; then the live schema
+//! (`system.tables`, `system.columns`, `system.data_skipping_indices`) is compared to the current
+//! one: a missing table, view, column or index is created, a changed TTL or rollup window is
+//! applied, and a column of another type stops the sink with an error naming it. Nothing is ever
+//! dropped or retyped. All statements are idempotent, so two sinks starting at once are safe.
+
+pub mod kafka_engine;
+mod migrate;
+pub mod migrations;
+pub mod rollups;
+mod tables;
+
+use std::fmt;
+
+pub use kafka_engine::{KafkaEngineSettings, create_kafka_engine, write_format_schema};
+pub use migrate::migrate;
+#[doc(hidden)]
+pub use migrate::migrate_to;
+pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
+pub use rollups::{DIMENSIONS, Rollup, refresh_rollups, refresh_rollups_now};
+
+/// The database netmeter writes to unless told otherwise.
+pub const DEFAULT_DATABASE: &str = "netmeter";
+
+/// What the schema depends on. Flatten into the CLI; `database` is not a flag of its own: set it
+/// from `--clickhouse-database`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+#[command(next_help_heading = "Retention")]
+pub struct SchemaSettings {
+    #[arg(skip = String::from(DEFAULT_DATABASE))]
+    pub database: String,
+    /// Days `flows` keeps a record (applied to the table at start-up).
+    #[arg(
+        long = "ttl-days",
+        env = "NETMETER_TTL_DAYS",
+        default_value_t = 90,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub ttl_days: u32,
+    /// Days `flows_per_minute` keeps a bucket.
+    #[arg(
+        long = "rollup-minute-ttl-days",
+        env = "NETMETER_ROLLUP_MINUTE_TTL_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub minute_rollup_ttl_days: u32,
+    /// Days `flows_per_hour` keeps a bucket.
+    #[arg(
+        long = "rollup-hour-ttl-days",
+        env = "NETMETER_ROLLUP_HOUR_TTL_DAYS",
+        default_value_t = 400,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub hour_rollup_ttl_days: u32,
+}
+
+impl SchemaSettings {
+    /// `database` with the default retention.
+    pub fn new(database: impl Into<String>) -> SchemaSettings {
+        SchemaSettings {
+            database: database.into(),
+            ttl_days: 90,
+            minute_rollup_ttl_days: 30,
+            hour_rollup_ttl_days: 400,
+        }
+    }
+
+    /// Refuses a database name that is not a plain identifier (it is written into SQL unquoted)
+    /// and zero-day TTLs.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        let db = &self.database;
+        let plain = db
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return Err(SchemaError::Settings(format!(
+                "database `{db}` must start with a letter or _ and contain only letters, digits and _"
+            )));
+        }
+        for (name, days) in [
+            ("--ttl-days", self.ttl_days),
+            ("--rollup-minute-ttl-days", self.minute_rollup_ttl_days),
+            ("--rollup-hour-ttl-days", self.hour_rollup_ttl_days),
+        ] {
+            if days == 0 {
+                return Err(SchemaError::Settings(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for SchemaSettings {
+    fn default() -> SchemaSettings {
+        SchemaSettings::new(DEFAULT_DATABASE)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("invalid schema settings: {0}")]
+    Settings(String),
+    #[error("ClickHouse refused `{statement}`: {source}")]
+    Query {
+        /// The statement's first line.
+        statement: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    #[error(
+        "column {database}.{table}.{column} is {actual} but netmeter expects {expected}; netmeter \
+         never retypes or drops data: convert the column by hand (ALTER TABLE {database}.{table} \
+         MODIFY COLUMN {column} {expected}) or rename it, then start again"
+    )]
+    ColumnType {
+        database: String,
+        table: String,
+        column: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+impl SchemaError {
+    /// A short, fixed label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SchemaError::Settings(_) => "settings",
+            SchemaError::Query { .. } => "query",
+            SchemaError::ColumnType { .. } => "column_type",
+        }
+    }
+}
+
+/// A migration [`migrate`] applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: u32,
+    pub description: String,
+}
+
+/// A change [`migrate`] made besides applying migrations, to bring the live schema to the
+/// current one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchemaChange {
+    CreatedDatabase,
+    /// A table missing although its migration ran (dropped by hand), or `schema_migrations`.
+    CreatedTable(String),
+    CreatedView(String),
+    AddedColumn {
+        table: String,
+        column: String,
+    },
+    AddedIndex {
+        table: String,
+        index: String,
+    },
+    /// The retention setting changed.
+    ModifiedTtl {
+        table: String,
+        ttl: String,
+    },
+    /// A refresh view's query changed with the settings (its recompute window).
+    ModifiedView(String),
+}
+
+impl fmt::Display for SchemaChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaChange::CreatedDatabase => write!(f, "created the database"),
+            SchemaChange::CreatedTable(t) => write!(f, "created table {t}"),
+            SchemaChange::CreatedView(v) => write!(f, "created view {v}"),
+            SchemaChange::AddedColumn { table, column } => write!(f, "added {table}.{column}"),
+            SchemaChange::AddedIndex { table, index } => write!(f, "added index {table}.{index}"),
+            SchemaChange::ModifiedTtl { table, ttl } => write!(f, "set TTL of {table} to {ttl}"),
+            SchemaChange::ModifiedView(v) => write!(f, "replaced the query of view {v}"),
+        }
+    }
+}
+
+/// What [`migrate`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub database: String,
+    /// The highest version applied before (0: none).
+    pub previous_version: u32,
+    /// The highest version applied now. Above [`SCHEMA_VERSION`] if a newer sink migrated the
+    /// database; then nothing was changed.
+    pub version: u32,
+    pub applied: Vec<AppliedMigration>,
+    pub changes: Vec<SchemaChange>,
+}
+
+impl MigrationReport {
+    /// True if the schema was already current: nothing applied, nothing changed.
+    pub fn is_noop(&self) -> bool {
+        self.applied.is_empty() && self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "database {} at schema version {}",
+            self.database, self.version
+        )?;
+        if self.is_noop() {
+            return write!(f, ": already up to date");
+        }
+        for m in &self.applied {
+            write!(f, "; applied {} ({})", m.version, m.description)?;
+        }
+        for c in &self.changes {
+            write!(f, "; {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every statement of the current schema, in order, as `ddl` prints them.
+pub fn ddl_statements(
+    settings: &SchemaSettings,
+    kafka_engine: Option<&KafkaEngineSettings>,
+) -> Vec<String> {
+    let db = &settings.database;
+    let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {db}")];
+    statements.extend(tables::tables(settings).iter().map(|t| t.create(db)));
+    statements.extend(tables::views(settings).iter().map(|v| v.create()));
+    let versions: Vec<String> = MIGRATIONS
+        .iter()
+        .map(|m| format!("({}, '{}')", m.version, tables::escape(m.description)))
+        .collect();
+    statements.push(format!(
+        "INSERT INTO {db}.schema_migrations (version, description) VALUES {}",
+        versions.join(", ")
+    ));
+    if let Some(kafka) = kafka_engine {
+        statements.extend(kafka_engine::statements(settings, kafka));
+    }
+    statements
+}
+
+/// The current schema as SQL text (`netmeter-sink ddl`): what [`migrate`] leaves behind on an
+/// empty server, including the `schema_migrations` rows, so a database created from it is up to
+/// date for the sink. With `kafka_engine`, also the Kafka table and its views.
+pub fn ddl(settings: &SchemaSettings, kafka_engine: Option<&KafkaEngineSettings>) -> String {
+    let mut text = format!(
+        "-- netmeter schema version {SCHEMA_VERSION}, database {}\n\n",
+        settings.database
+    );
+    for statement in ddl_statements(settings, kafka_engine) {
+        text.push_str(&statement);
+        text.push_str(";\n\n");
+    }
+    text
+}
+
+/// Runs one statement; an error names it.
+pub(crate) async fn execute(client: &clickhouse::Client, sql: &str) -> Result<(), SchemaError> {
+    client
+        .query_raw(sql)
+        .execute()
+        .await
+        .map_err(|source| SchemaError::Query {
+            statement: summary(sql),
+            source,
+        })
+}
+
+/// The first line of a statement, for errors and logs.
+fn summary(sql: &str) -> String {
+    let line = sql.lines().next().unwrap_or_default();
+    if line.len() > 160 {
+        format!("{}...", &line[..line.floor_char_boundary(160)])
+    } else {
+        line.to_string()
+    }
+}

@@ -1,0 +1,346 @@
+//! The current schema as data: every table with its columns (type as `system.columns` shows it),
+//! indexes, engine and TTL, and every view with the statement that creates it. [`super::ddl`]
+//! renders it, and [`super::migrate`] compares the live database against it.
+
+use super::SchemaSettings;
+use super::rollups;
+
+/// Days a rollup change mark is kept: a refresh that has not succeeded for longer loses marks,
+/// and [`super::refresh_rollups`] has to recompute the range by hand.
+pub(crate) const CHANGE_MARK_TTL_DAYS: u32 = 7;
+
+/// One column: name, type exactly as `system.columns.type` renders it, and the rest of its
+/// definition (default expression, codec), which is not compared.
+#[derive(Clone, Debug)]
+pub(crate) struct Column {
+    pub name: String,
+    pub ty: &'static str,
+    pub extra: &'static str,
+}
+
+impl Column {
+    fn new(name: impl Into<String>, ty: &'static str, extra: &'static str) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            extra,
+        }
+    }
+
+    /// The column as written in `CREATE TABLE` and `ADD COLUMN`.
+    pub fn definition(&self) -> String {
+        if self.extra.is_empty() {
+            format!("{} {}", self.name, self.ty)
+        } else {
+            format!("{} {} {}", self.name, self.ty, self.extra)
+        }
+    }
+}
+
+/// A data-skipping index.
+#[derive(Clone, Debug)]
+pub(crate) struct Index {
+    pub name: &'static str,
+    pub expression: &'static str,
+    pub kind: &'static str,
+    pub granularity: u32,
+}
+
+impl Index {
+    pub fn definition(&self) -> String {
+        format!(
+            "INDEX {} {} TYPE {} GRANULARITY {}",
+            self.name, self.expression, self.kind, self.granularity
+        )
+    }
+}
+
+/// A table netmeter owns.
+#[derive(Clone, Debug)]
+pub(crate) struct Table {
+    pub name: &'static str,
+    pub columns: Vec<Column>,
+    pub indexes: Vec<Index>,
+    /// `ENGINE = ...` up to and including `ORDER BY`.
+    pub engine: String,
+    /// The TTL expression in the form ClickHouse renders it in `system.tables.engine_full`, so
+    /// that an unchanged TTL compares equal.
+    pub ttl: Option<String>,
+    pub settings: &'static str,
+}
+
+impl Table {
+    pub fn create(&self, db: &str) -> String {
+        let mut body: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("    {}", c.definition()))
+            .collect();
+        body.extend(
+            self.indexes
+                .iter()
+                .map(|i| format!("    {}", i.definition())),
+        );
+        let mut sql = format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{}\n(\n{}\n)\n{}",
+            self.name,
+            body.join(",\n"),
+            self.engine
+        );
+        if let Some(ttl) = &self.ttl {
+            sql.push_str(&format!("\nTTL {ttl}"));
+        }
+        if !self.settings.is_empty() {
+            sql.push_str(&format!("\nSETTINGS {}", self.settings));
+        }
+        sql
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A view netmeter owns. `comment` carries the settings its query depends on, so a changed
+/// setting shows up as a changed comment and the query is replaced (`MODIFY QUERY`).
+#[derive(Clone, Debug)]
+pub(crate) struct View {
+    pub name: &'static str,
+    /// `CREATE MATERIALIZED VIEW IF NOT EXISTS ... AS`, without the query and comment.
+    pub head: String,
+    pub query: String,
+    pub comment: String,
+}
+
+impl View {
+    pub fn create(&self) -> String {
+        format!(
+            "{}\n{}\nCOMMENT '{}'",
+            self.head,
+            self.query,
+            escape(&self.comment)
+        )
+    }
+}
+
+/// Escapes a value for a single-quoted SQL string literal.
+pub(crate) fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+/// The endpoint columns, for `local_` or `remote_` (`flow.proto` fields 10-21 / 30-41).
+fn endpoint_columns(side: &str) -> Vec<Column> {
+    const LC: &str = "LowCardinality(String)";
+    vec![
+        Column::new(format!("{side}_cloud"), LC, ""),
+        Column::new(format!("{side}_region"), LC, ""),
+        Column::new(format!("{side}_zone"), LC, ""),
+        Column::new(format!("{side}_node"), LC, ""),
+        Column::new(format!("{side}_namespace"), LC, ""),
+        // Pod names are too many for a dictionary per part.
+        Column::new(format!("{side}_pod"), "String", "CODEC(ZSTD(1))"),
+        Column::new(format!("{side}_workload_kind"), LC, ""),
+        Column::new(format!("{side}_workload_name"), LC, ""),
+        Column::new(format!("{side}_app"), LC, ""),
+        Column::new(format!("{side}_ip"), "IPv6", "CODEC(ZSTD(1))"),
+        Column::new(format!("{side}_port"), "UInt16", "CODEC(T64, ZSTD(1))"),
+        Column::new(format!("{side}_host_network"), "Bool", ""),
+    ]
+}
+
+/// The columns of `flows`; `remote_network` arrived in schema version 2.
+pub(crate) fn flow_columns(with_remote_network: bool) -> Vec<Column> {
+    const LC: &str = "LowCardinality(String)";
+    let mut columns = vec![
+        Column::new("record_id", "UUID", ""),
+        Column::new("generation", "UInt64", "CODEC(T64, ZSTD(1))"),
+        // Rows arrive roughly in time order and the table is sorted by it: deltas are tiny.
+        Column::new(
+            "interval_start_unix_ms",
+            "UInt64",
+            "CODEC(Delta(8), ZSTD(1))",
+        ),
+        Column::new(
+            "interval_start",
+            "DateTime64(3, 'UTC')",
+            "MATERIALIZED fromUnixTimestamp64Milli(toInt64(interval_start_unix_ms), 'UTC') \
+             CODEC(Delta(8), ZSTD(1))",
+        ),
+        Column::new("interval_seconds", "UInt32", "CODEC(T64, ZSTD(1))"),
+        Column::new("cluster", LC, ""),
+        Column::new("direction", LC, ""),
+        Column::new("protocol", LC, ""),
+        Column::new("class", LC, ""),
+    ];
+    columns.extend(endpoint_columns("local"));
+    columns.extend(endpoint_columns("remote"));
+    columns.push(Column::new("remote_service", LC, ""));
+    if with_remote_network {
+        columns.push(Column::new("remote_network", LC, ""));
+    }
+    columns.extend([
+        Column::new("bytes", "UInt64", "CODEC(T64, ZSTD(1))"),
+        Column::new("packets", "UInt64", "CODEC(T64, ZSTD(1))"),
+        Column::new("cost_usd", "Float64", "CODEC(ZSTD(1))"),
+    ]);
+    columns
+}
+
+/// The data-skipping indexes of `flows` (schema version 2): the filters dashboards use most.
+pub(crate) fn flow_indexes() -> Vec<Index> {
+    vec![
+        Index {
+            name: "local_namespace_idx",
+            expression: "local_namespace",
+            kind: "bloom_filter(0.01)",
+            granularity: 4,
+        },
+        Index {
+            name: "remote_namespace_idx",
+            expression: "remote_namespace",
+            kind: "bloom_filter(0.01)",
+            granularity: 4,
+        },
+        Index {
+            name: "local_workload_name_idx",
+            expression: "local_workload_name",
+            kind: "bloom_filter(0.01)",
+            granularity: 4,
+        },
+        Index {
+            name: "class_idx",
+            expression: "class",
+            kind: "set(16)",
+            granularity: 4,
+        },
+    ]
+}
+
+/// Engine of `flows`: the sort key holds only what a replay never changes (the record's id and
+/// interval), so a redelivered or re-attributed record replaces its row, highest generation wins.
+pub(crate) const FLOWS_ENGINE: &str = "ENGINE = ReplacingMergeTree(generation)\n\
+     PARTITION BY toYYYYMMDD(interval_start)\n\
+     ORDER BY (interval_start, record_id)";
+
+/// A retried batch carries the sink's `insert_deduplication_token` and is dropped.
+pub(crate) const FLOWS_SETTINGS: &str =
+    "non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1";
+
+pub(crate) fn flows_ttl(ttl_days: u32) -> String {
+    format!("toDateTime(interval_start) + toIntervalDay({ttl_days})")
+}
+
+pub(crate) fn flows(settings: &SchemaSettings) -> Table {
+    Table {
+        name: "flows",
+        columns: flow_columns(true),
+        indexes: flow_indexes(),
+        engine: FLOWS_ENGINE.into(),
+        ttl: Some(flows_ttl(settings.ttl_days)),
+        settings: FLOWS_SETTINGS,
+    }
+}
+
+/// What ran: one row per applied migration (duplicates from concurrent migrators collapse).
+pub(crate) fn schema_migrations() -> Table {
+    Table {
+        name: "schema_migrations",
+        columns: vec![
+            Column::new("version", "UInt32", ""),
+            Column::new("description", "String", ""),
+            Column::new("applied_at", "DateTime64(3, 'UTC')", "DEFAULT now64(3)"),
+        ],
+        indexes: vec![],
+        engine: "ENGINE = ReplacingMergeTree\nORDER BY version".into(),
+        ttl: None,
+        settings: "",
+    }
+}
+
+/// Time buckets that changed and which rollup must recompute them (see [`super::rollups`]).
+pub(crate) fn rollup_changes() -> Table {
+    Table {
+        name: "rollup_changes",
+        columns: vec![
+            Column::new("rollup", "LowCardinality(String)", ""),
+            Column::new("interval_start", "DateTime('UTC')", ""),
+            Column::new("marked_at", "DateTime64(3, 'UTC')", ""),
+        ],
+        indexes: vec![],
+        engine: "ENGINE = ReplacingMergeTree(marked_at)\n\
+                 PARTITION BY toYYYYMMDD(marked_at)\n\
+                 ORDER BY (rollup, interval_start)"
+            .into(),
+        ttl: Some(format!(
+            "toDateTime(marked_at) + toIntervalDay({CHANGE_MARK_TTL_DAYS})"
+        )),
+        settings: "ttl_only_drop_parts = 1",
+    }
+}
+
+/// A rollup table: one row per bucket and dimensions, replaced by each recomputation
+/// (`refreshed_at`), or deleted (`is_deleted = 1`) when a recomputation no longer has it.
+pub(crate) fn rollup_table(rollup: rollups::Rollup, ttl_days: u32) -> Table {
+    let mut columns = vec![Column::new(
+        "interval_start",
+        "DateTime('UTC')",
+        "CODEC(Delta(4), ZSTD(1))",
+    )];
+    columns.extend(
+        rollups::DIMENSIONS
+            .iter()
+            .map(|d| Column::new(*d, "LowCardinality(String)", "")),
+    );
+    columns.extend([
+        Column::new("bytes", "UInt64", "CODEC(T64, ZSTD(1))"),
+        Column::new("packets", "UInt64", "CODEC(T64, ZSTD(1))"),
+        Column::new("cost_usd", "Float64", "CODEC(ZSTD(1))"),
+        Column::new("records", "UInt64", "CODEC(T64, ZSTD(1))"),
+        Column::new(
+            "refreshed_at",
+            "DateTime64(3, 'UTC')",
+            "CODEC(Delta(8), ZSTD(1))",
+        ),
+        Column::new("is_deleted", "UInt8", ""),
+    ]);
+    Table {
+        name: rollup.table(),
+        columns,
+        indexes: vec![],
+        engine: format!(
+            "ENGINE = ReplacingMergeTree(refreshed_at, is_deleted)\n\
+             PARTITION BY {}\n\
+             ORDER BY (interval_start, {})",
+            rollup.partition_by(),
+            rollups::DIMENSIONS.join(", ")
+        ),
+        ttl: Some(format!("interval_start + toIntervalDay({ttl_days})")),
+        settings: "ttl_only_drop_parts = 1",
+    }
+}
+
+/// Every table of the current version, in creation order (`schema_migrations` first).
+pub(crate) fn tables(settings: &SchemaSettings) -> Vec<Table> {
+    vec![
+        schema_migrations(),
+        flows(settings),
+        rollup_changes(),
+        rollup_table(rollups::Rollup::Minute, settings.minute_rollup_ttl_days),
+        rollup_table(rollups::Rollup::Hour, settings.hour_rollup_ttl_days),
+    ]
+}
+
+/// Every view of the current version, in creation order: the change marks first, so nothing
+/// written after a refresh view starts goes unnoticed.
+pub(crate) fn views(settings: &SchemaSettings) -> Vec<View> {
+    let mut views: Vec<View> = rollups::Rollup::ALL
+        .iter()
+        .map(|r| r.changes_view(settings))
+        .collect();
+    views.extend(
+        rollups::Rollup::ALL
+            .iter()
+            .map(|r| r.refresh_view(settings)),
+    );
+    views
+}
