@@ -57,18 +57,34 @@ impl<'a> FlowView<'a> {
     /// Appends the record prefixed with its varint length (ClickHouse `Protobuf` framing),
     /// byte-for-byte what [`crate::encode_flow`] writes for the equivalent [`flows::Flow`].
     pub fn encode_length_delimited(&self, out: &mut Vec<u8>) {
-        // Records are a few hundred bytes, so the length takes 2 bytes; reserve them, write the
-        // body, then fix the prefix up (shifting only when the guess was wrong).
-        let prefix_at = out.len();
-        out.extend_from_slice(&[0, 0]);
-        self.encode_fields(out);
-        let len = out.len() - prefix_at - 2;
-        let mut prefix = Vec::with_capacity(10);
-        prost::encoding::encode_varint(len as u64, &mut prefix);
-        out.splice(prefix_at..prefix_at + 2, prefix);
+        self.encode_with(None, out)
     }
 
-    fn encode_fields(&self, out: &mut Vec<u8>) {
+    /// [`encode_length_delimited`](Self::encode_length_delimited) with the endpoint fields
+    /// already encoded (by [`EncodedEndpoints::encode`] from this view's `local` and `remote`):
+    /// the `out` and `in` records of a connection share them, so they are encoded once.
+    pub fn encode_length_delimited_using(&self, endpoints: &EncodedEndpoints, out: &mut Vec<u8>) {
+        self.encode_with(Some(endpoints), out)
+    }
+
+    fn encode_with(&self, endpoints: Option<&EncodedEndpoints>, out: &mut Vec<u8>) {
+        // Records are a few hundred bytes, so the length takes 2 bytes: reserve them, write the
+        // body, then fill them in (shifting the body only when the guess was wrong).
+        let prefix_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        self.encode_fields(endpoints, out);
+        let len = out.len() - prefix_at - 2;
+        if (128..16_384).contains(&len) {
+            out[prefix_at] = (len as u8 & 0x7f) | 0x80;
+            out[prefix_at + 1] = (len >> 7) as u8;
+        } else {
+            let mut prefix = Vec::with_capacity(10);
+            prost::encoding::encode_varint(len as u64, &mut prefix);
+            out.splice(prefix_at..prefix_at + 2, prefix);
+        }
+    }
+
+    fn encode_fields(&self, endpoints: Option<&EncodedEndpoints>, out: &mut Vec<u8>) {
         put_str(1, self.record_id, out);
         put_u64(2, self.generation, out);
         put_u64(3, self.interval_start_unix_ms, out);
@@ -79,8 +95,14 @@ impl<'a> FlowView<'a> {
         put_str(6, self.direction, out);
         put_str(7, self.protocol, out);
         put_str(8, self.class, out);
-        self.local.encode_fields(LOCAL_BASE, out);
-        self.remote.encode_fields(REMOTE_BASE, out);
+        // Field order as prost writes it: the endpoint blocks (10-41) sit between 8 and 42.
+        match endpoints {
+            Some(encoded) => out.extend_from_slice(&encoded.0),
+            None => {
+                self.local.encode_fields(LOCAL_BASE, out);
+                self.remote.encode_fields(REMOTE_BASE, out);
+            }
+        }
         put_str(42, self.remote_service, out);
         put_str(43, self.remote_network, out);
         put_u64(50, self.bytes, out);
@@ -132,6 +154,20 @@ impl<'a> FlowView<'a> {
             packets: self.packets,
             cost_usd: self.cost_usd,
         }
+    }
+}
+
+/// The encoded endpoint fields of a flow, shared by its records (see
+/// [`FlowView::encode_length_delimited_using`]).
+#[derive(Debug, Default, Clone)]
+pub struct EncodedEndpoints(Vec<u8>);
+
+impl EncodedEndpoints {
+    /// Encodes `local` and `remote`, replacing what was there (the buffer is reused).
+    pub fn encode(&mut self, local: &EndpointView, remote: &EndpointView) {
+        self.0.clear();
+        local.encode_fields(LOCAL_BASE, &mut self.0);
+        remote.encode_fields(REMOTE_BASE, &mut self.0);
     }
 }
 
@@ -213,23 +249,62 @@ fn put_u64(tag: u32, value: u64, out: &mut Vec<u8>) {
 }
 
 /// Formats an address without allocating (IPv6 text is at most 45 bytes; 48 leaves room).
+/// IPv4 by hand: it is most addresses, and `fmt` machinery costs more than the digits.
 struct IpText {
     buf: [u8; 48],
+    len: usize,
 }
 
 impl Default for IpText {
     fn default() -> Self {
-        IpText { buf: [0; 48] }
+        IpText {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
 impl IpText {
     fn format(&mut self, ip: IpAddr) -> &str {
-        use std::io::Write;
-        let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
-        write!(cursor, "{ip}").expect("an IP address fits in 48 bytes");
-        let len = cursor.position() as usize;
-        std::str::from_utf8(&self.buf[..len]).expect("an IP address formats as ASCII")
+        self.len = 0;
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b'.');
+                    }
+                    if octet >= 100 {
+                        self.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        self.push(b'0' + octet / 10 % 10);
+                    }
+                    self.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::fmt::Write;
+                write!(self, "{v6}").expect("an IPv6 address fits in 48 bytes");
+            }
+        }
+        std::str::from_utf8(&self.buf[..self.len]).expect("an IP address formats as ASCII")
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
     }
 }
 
@@ -302,6 +377,17 @@ mod tests {
     }
 
     #[test]
+    fn pre_encoded_endpoints_give_the_same_bytes() {
+        let view = sample();
+        let mut endpoints = EncodedEndpoints::default();
+        endpoints.encode(&FlowView { ..sample() }.local, &view.remote);
+        let (mut plain, mut shared) = (Vec::new(), Vec::new());
+        view.encode_length_delimited(&mut plain);
+        view.encode_length_delimited_using(&endpoints, &mut shared);
+        assert_eq!(plain, shared);
+    }
+
+    #[test]
     fn short_and_long_records_get_the_right_length_prefix() {
         let short = FlowView {
             local: endpoint("10.0.0.1", 0, false),
@@ -351,6 +437,24 @@ mod tests {
             vec![tiny.to_flow(), long.to_flow(), sample().to_flow()]
         );
         assert!(tiny.to_flow().encoded_len() < 128);
+    }
+
+    #[test]
+    fn addresses_format_like_std() {
+        let mut text = IpText::default();
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.5",
+            "192.168.100.255",
+            "8.8.8.8",
+            "::",
+            "::ffff:10.0.0.5",
+            "2a05:d07a:a000::1",
+            "fe80::1:2:3:4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(text.format(ip), ip.to_string());
+        }
     }
 
     #[test]

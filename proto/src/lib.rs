@@ -29,7 +29,7 @@ pub mod inventory {
 }
 
 mod flow_view;
-pub use flow_view::{EndpointView, FlowView};
+pub use flow_view::{EncodedEndpoints, EndpointView, FlowView};
 
 /// Kafka header that names the schema of a message's value.
 pub const SCHEMA_HEADER: &str = "netmeter-schema";

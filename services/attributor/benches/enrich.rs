@@ -798,7 +798,7 @@ fn bench_enrich(
     let mut classes: HashMap<String, usize> = HashMap::new();
     for b in batches {
         enricher
-            .enrich(b, &inputs, 0, |f| {
+            .enrich(b, &inputs, 0, |f, _| {
                 *classes.entry(f.class.into()).or_default() += 1
             })
             .expect("generated batches are well formed");
@@ -814,7 +814,7 @@ fn bench_enrich(
     };
     let noop = || {
         for b in batches {
-            let n = enricher.enrich(b, &inputs, 0, |f| {
+            let n = enricher.enrich(b, &inputs, 0, |f, _| {
                 black_box(f);
             });
             black_box(n.expect("well formed"));
@@ -825,7 +825,9 @@ fn bench_enrich(
         for b in batches {
             buf.clear();
             r += enricher
-                .enrich(b, &inputs, 0, |f| f.encode_length_delimited(buf))
+                .enrich(b, &inputs, 0, |f, e| {
+                    f.encode_length_delimited_using(e, buf)
+                })
                 .expect("well formed");
             bytes += buf.len();
         }
@@ -836,7 +838,9 @@ fn bench_enrich(
             let b = netmeter_proto::decode_batch(bytes).expect("decodes");
             buf.clear();
             enricher
-                .enrich(&b, &inputs, 0, |f| f.encode_length_delimited(buf))
+                .enrich(&b, &inputs, 0, |f, e| {
+                    f.encode_length_delimited_using(e, buf)
+                })
                 .expect("well formed");
             black_box(&buf);
         }

@@ -11,6 +11,8 @@
 //! idempotently, so the same tenure arriving twice, or from two replicas, changes nothing.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -195,10 +197,14 @@ pub enum Recorded {
 }
 
 /// IP -> the owners it had over time, plus the latest known place of every node.
+///
+/// FxHash, not SipHash: two lookups per delta dominate enrichment, and keys are only ever
+/// inserted from the Kubernetes API (a flow's address is looked up, never inserted), so there
+/// is no hash-flooding input.
 #[derive(Debug, Default)]
 pub struct IpOwnerHistory {
-    by_ip: HashMap<IpAddr, Vec<Tenure>>,
-    nodes: HashMap<String, Arc<Owner>>,
+    by_ip: FxHashMap<IpAddr, Vec<Tenure>>,
+    nodes: FxHashMap<String, Arc<Owner>>,
     grace_ms: u64,
 }
 

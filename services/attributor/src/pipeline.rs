@@ -57,29 +57,31 @@ impl Attribution {
         };
         let mut payloads = vec![Vec::new()];
         let mut bytes_by_class = [[0u64; 2]; 9];
-        let records = self
-            .enricher
-            .enrich(batch, &inputs, generation, |flow: &FlowView| {
-                let full = payloads
-                    .last()
-                    .is_some_and(|p| p.len() >= self.max_message_bytes);
-                if full {
-                    payloads.push(Vec::with_capacity(self.max_message_bytes + 1024));
-                }
-                let current = payloads.last_mut().expect("never empty");
-                match self.format {
-                    OutputFormat::Protobuf => flow.encode_length_delimited(current),
-                    OutputFormat::Json => {
-                        serde_json::to_writer(&mut *current, flow).expect("writing to a Vec");
-                        current.push(b'\n');
+        let records =
+            self.enricher
+                .enrich(batch, &inputs, generation, |flow: &FlowView, endpoints| {
+                    let full = payloads
+                        .last()
+                        .is_some_and(|p| p.len() >= self.max_message_bytes);
+                    if full {
+                        payloads.push(Vec::with_capacity(self.max_message_bytes + 1024));
                     }
-                }
-                let class = crate::classify::Class::ALL
-                    .iter()
-                    .position(|c| c.name() == flow.class)
-                    .unwrap_or(8);
-                bytes_by_class[class][usize::from(flow.direction == "in")] += flow.bytes;
-            })?;
+                    let current = payloads.last_mut().expect("never empty");
+                    match self.format {
+                        OutputFormat::Protobuf => {
+                            flow.encode_length_delimited_using(endpoints, current)
+                        }
+                        OutputFormat::Json => {
+                            serde_json::to_writer(&mut *current, flow).expect("writing to a Vec");
+                            current.push(b'\n');
+                        }
+                    }
+                    let class = crate::classify::Class::ALL
+                        .iter()
+                        .position(|c| c.name() == flow.class)
+                        .unwrap_or(8);
+                    bytes_by_class[class][usize::from(flow.direction == "in")] += flow.bytes;
+                })?;
         drop(history);
         for (class, by_direction) in crate::classify::Class::ALL.iter().zip(bytes_by_class) {
             for (direction, bytes) in ["out", "in"].into_iter().zip(by_direction) {

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, LazyLock};
 
 use netmeter_proto::raw::{ConnectionDelta, ConntrackBatch};
-use netmeter_proto::{EndpointView, FlowView};
+use netmeter_proto::{EncodedEndpoints, EndpointView, FlowView};
 
 use crate::classify::{self, Class, Direction, DirectionalPrice, Place, PriceTable};
 use crate::cloud::{CloudLabel, CloudRanges};
@@ -108,9 +108,16 @@ impl Enricher {
         start_ms: u64,
         end_ms: u64,
     ) -> Remote<'a> {
-        if let Some(owner) = inputs.history.owner_at(ip, start_ms, end_ms) {
-            Remote::Owner(owner)
-        } else if let Some((_, host)) = self.rules.hosts.lookup(ip) {
+        match inputs.history.owner_at(ip, start_ms, end_ms) {
+            Some(owner) => Remote::Owner(owner),
+            None => self.outside_inventory(inputs, ip),
+        }
+    }
+
+    /// Labels an address the inventory does not know: static hosts, network rules, cloud
+    /// ranges, private ranges, the internet.
+    fn outside_inventory<'a>(&'a self, inputs: &Inputs<'a>, ip: IpAddr) -> Remote<'a> {
+        if let Some((_, host)) = self.rules.hosts.lookup(ip) {
             Remote::Owner(host)
         } else if let Some((_, rule)) = self.rules.networks.lookup(ip) {
             Remote::Network(rule)
@@ -126,6 +133,15 @@ impl Enricher {
     /// The place of an inventory owner, with blanks filled from its node, then (for cluster
     /// members) from the cluster's cloud and region.
     fn place_of<'a>(&'a self, inputs: &Inputs<'a>, owner: &'a Owner) -> Place<'a> {
+        if !(owner.cloud.is_empty() || owner.region.is_empty() || owner.zone.is_empty()) {
+            // The common case: a pod from the Kubernetes index carries its node's place.
+            return Place {
+                cloud: &owner.cloud,
+                region: &owner.region,
+                zone: &owner.zone,
+                node: &owner.node,
+            };
+        }
         let node = inputs.history.node(&owner.node);
         let pick = |own: &'a str, from_node: fn(&'a Owner) -> &'a str, default: &'a str| {
             if !own.is_empty() {
@@ -186,14 +202,15 @@ impl Enricher {
         (class, price)
     }
 
-    /// Enriches every delta of `batch`, calling `emit` for each record. All or nothing: a
-    /// malformed delta fails the batch before anything is emitted.
+    /// Enriches every delta of `batch`, calling `emit` for each record with the record's
+    /// endpoint fields already encoded (shared by a connection's `out` and `in` records). All or
+    /// nothing: a malformed delta fails the batch before anything is emitted.
     pub fn enrich(
         &self,
         batch: &ConntrackBatch,
         inputs: &Inputs,
         generation: u64,
-        mut emit: impl FnMut(&FlowView),
+        mut emit: impl FnMut(&FlowView, &EncodedEndpoints),
     ) -> Result<usize, DeltaError> {
         let endpoints: Vec<_> = batch
             .deltas
@@ -221,6 +238,7 @@ impl Enricher {
         let interval_seconds = (end.saturating_sub(start) + 500) / 1000;
         let id_prefix = IdPrefix::new(batch);
         let mut records = 0;
+        let mut encoded = EncodedEndpoints::default();
         for (index, (delta, (src, dst))) in batch.deltas.iter().zip(endpoints).enumerate() {
             let src_owner = inputs.history.owner_at(src, start, end);
             let dst_owner = inputs.history.owner_at(dst, start, end);
@@ -250,7 +268,8 @@ impl Enricher {
             };
             let remote = match (local_is_src, dst_owner, src_owner) {
                 (true, Some(owner), _) | (false, _, Some(owner)) => Remote::Owner(owner),
-                _ => self.remote(inputs, remote_ip, start, end),
+                // Both were looked up in the inventory already.
+                _ => self.outside_inventory(inputs, remote_ip),
             };
             let (class, price) = self.classify(inputs, &local_place, &remote);
             let mut local =
@@ -270,6 +289,7 @@ impl Enricher {
                     (delta.orig_bytes, delta.orig_packets),
                 )
             };
+            encoded.encode(&local, &remote_view);
             for (direction, (bytes, packets)) in [(Direction::Out, sent), (Direction::In, received)]
             {
                 if packets == 0 && bytes == 0 {
@@ -293,7 +313,7 @@ impl Enricher {
                     packets,
                     cost_usd: price.cost(direction, bytes),
                 };
-                emit(&view);
+                emit(&view, &encoded);
                 records += 1;
             }
         }

@@ -133,7 +133,7 @@ fn run_batch(b: &ConntrackBatch) -> Result<Vec<Flow>, DeltaError> {
         cloud: ranges(),
     };
     let mut out = Vec::new();
-    enricher.enrich(b, &inputs, 0, |f| out.push(f.to_flow()))?;
+    enricher.enrich(b, &inputs, 0, |f, _| out.push(f.to_flow()))?;
     Ok(out)
 }
 
