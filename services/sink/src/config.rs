@@ -143,6 +143,9 @@ impl Args {
             database: self.clickhouse.database.clone(),
             ..self.schema
         };
+        schema.validate().map_err(|e| {
+            ConfigError::invalid("--clickhouse-database", "NETMETER_CLICKHOUSE_DATABASE", e)
+        })?;
         Ok(Config {
             service: self.service,
             kafka: self.kafka,

@@ -40,7 +40,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> anyhow::Result<()> {
         return Ok(());
     }
     let report = schema::migrate(&client, &config.schema).await?;
-    tracing::info!(?report, "schema up to date");
+    tracing::info!(%report, "schema up to date");
     let topics = vec![flows_topic.clone(), kafka.topic(Schema::DeadLetterV1.tag())];
     if !wait_for_topics(kafka, topics, &ctx.shutdown).await? {
         return Ok(());

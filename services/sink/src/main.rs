@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             });
             match result {
                 Ok(report) => {
-                    println!("{report:?}");
+                    println!("{report}");
                     ExitCode::SUCCESS
                 }
                 Err(err) => {

@@ -95,6 +95,46 @@ pub async fn insert(
     insert.end().await
 }
 
+/// Consecutive rejections (ClickHouse answered with an error, it was not unreachable) after
+/// which a batch is searched for poison rows.
+const REJECTIONS_BEFORE_ISOLATING: u32 = 3;
+/// More poison rows than this in one batch is not poison: the schema or server is wrong, and
+/// the batch keeps being retried whole instead of being dead-lettered.
+const MAX_POISON_ROWS: usize = 10;
+
+/// Finds the rows ClickHouse rejects on their own by inserting halves: a rejected range is
+/// split until single rows remain. Returns the poison rows' indexes once everything else is
+/// stored, or `None` when the failure is not a few rows (unreachable server, more than
+/// [`MAX_POISON_ROWS`] rejected) — then nothing is dead-lettered and the batch is retried.
+/// `insert(range, path)` inserts `rows[range]`; `path` is unique per range for its dedup token.
+pub async fn isolate_poison<F, Fut>(len: usize, mut insert: F) -> Option<Vec<usize>>
+where
+    F: FnMut(std::ops::Range<usize>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), clickhouse::error::Error>>,
+{
+    let mut poison = Vec::new();
+    let mut ranges = vec![(0..len, String::new())];
+    while let Some((range, path)) = ranges.pop() {
+        match insert(range.clone(), path.clone()).await {
+            Ok(()) => {}
+            Err(clickhouse::error::Error::BadResponse(_)) if range.len() == 1 => {
+                poison.push(range.start);
+                if poison.len() > MAX_POISON_ROWS {
+                    return None;
+                }
+            }
+            Err(clickhouse::error::Error::BadResponse(_)) => {
+                let mid = range.start + range.len() / 2;
+                ranges.push((mid..range.end, format!("{path}1")));
+                ranges.push((range.start..mid, format!("{path}0")));
+            }
+            Err(_) => return None,
+        }
+    }
+    poison.sort_unstable();
+    Some(poison)
+}
+
 pub struct Sink {
     pub consumer: Arc<StreamConsumer<GroupContext>>,
     pub topic: String,
@@ -147,44 +187,61 @@ impl Sink {
 
     /// Writes the batch and commits its offsets; retries until done or `give_up`.
     /// Returns false if it gave up (nothing committed).
-    async fn flush(&self, batch: Batch, give_up: &CancellationToken) -> bool {
+    async fn flush(&self, mut batch: Batch, give_up: &CancellationToken) -> bool {
         let token = batch.dedup_token(&self.topic);
         let rows = batch.rows.len();
         let age = batch.age();
         let mut delay = netmeter_common::retry::FIRST_DELAY;
         let mut failing = false;
+        let mut rejections = 0;
+        let mut dead_letters = std::mem::take(&mut batch.dead_letters);
         if !batch.rows.is_empty() {
             loop {
                 let started = Instant::now();
-                match insert(&self.client, &self.table, &batch.rows, &token).await {
+                let err = match insert(&self.client, &self.table, &batch.rows, &token).await {
                     Ok(()) => {
                         metrics::histogram!("netmeter_sink_insert_seconds")
                             .record(started.elapsed().as_secs_f64());
                         if failing {
-                            tracing::info!(
-                                rows = batch.rows.len(),
-                                "ClickHouse accepts inserts again"
-                            );
+                            tracing::info!(rows, "ClickHouse accepts inserts again");
                         }
                         break;
                     }
-                    Err(err) => {
-                        metrics::counter!("netmeter_sink_insert_retries_total").increment(1);
-                        if !failing {
-                            failing = true;
-                            tracing::warn!(error = %err, rows = batch.rows.len(), %token, "insert failed; retrying with backoff, consumption paused, offsets not committed");
-                        }
-                        tokio::select! {
-                            _ = give_up.cancelled() => return false,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        delay = (delay * 2).min(netmeter_common::retry::MAX_DELAY);
-                    }
+                    Err(err) => err,
+                };
+                metrics::counter!("netmeter_sink_insert_retries_total").increment(1);
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %err, rows, %token, "insert failed; retrying with backoff, consumption paused, offsets not committed");
                 }
+                rejections = match err {
+                    clickhouse::error::Error::BadResponse(_) => rejections + 1,
+                    _ => 0,
+                };
+                if rejections >= REJECTIONS_BEFORE_ISOLATING {
+                    let found = isolate_poison(batch.rows.len(), |range, path| {
+                        let token = format!("{token}#{path}");
+                        let rows = &batch.rows[range];
+                        async move { insert(&self.client, &self.table, rows, &token).await }
+                    })
+                    .await;
+                    if let Some(poison) = found {
+                        for index in poison {
+                            dead_letters.push(self.poison_letter(&batch.rows[index]).await);
+                        }
+                        break;
+                    }
+                    rejections = 0;
+                }
+                tokio::select! {
+                    _ = give_up.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(netmeter_common::retry::MAX_DELAY);
             }
         }
         let commits = batch.commit_list(&self.topic);
-        for pending in batch.dead_letters {
+        for pending in dead_letters {
             if self.publisher.confirm(pending, give_up).await.is_err() {
                 return false;
             }
@@ -199,6 +256,26 @@ impl Sink {
         metrics::gauge!("netmeter_sink_batch_age_seconds").set(age.as_secs_f64());
         self.record_lag(batch.offsets).await;
         true
+    }
+
+    /// A row ClickHouse refuses on its own goes to the dead-letter topic as JSON.
+    async fn poison_letter(&self, row: &FlowRow) -> Pending {
+        let payload = serde_json::to_vec(row).expect("a row serializes");
+        let rejected = Rejected {
+            topic: &self.topic,
+            partition: -1,
+            offset: -1,
+            key: None,
+            schema: None,
+            payload: &payload,
+        };
+        let mut letter = self.dead_letters.letter(
+            &rejected,
+            &format!("ClickHouse rejected row {}", row.record_id),
+            "insert_rejected",
+        );
+        letter.headers.push(("netmeter-encoding", b"json".to_vec()));
+        self.publisher.enqueue(Arc::new(letter)).await
     }
 
     /// Consumer lag of the partitions just written: their end minus what was read.
@@ -283,6 +360,48 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rejected() -> clickhouse::error::Error {
+        clickhouse::error::Error::BadResponse("Code: 6. DB::Exception: cannot parse".into())
+    }
+
+    /// Inserts that reject any range containing one of `poison`; records what was stored.
+    async fn find(len: usize, poison: &[usize], down: bool) -> (Option<Vec<usize>>, Vec<usize>) {
+        let stored = std::sync::Mutex::new(Vec::new());
+        let found = isolate_poison(len, |range, _path| {
+            let result = if down {
+                Err(clickhouse::error::Error::Network(
+                    "connection refused".into(),
+                ))
+            } else if poison.iter().any(|p| range.contains(p)) {
+                Err(rejected())
+            } else {
+                stored.lock().unwrap().extend(range);
+                Ok(())
+            };
+            async move { result }
+        })
+        .await;
+        let mut stored = stored.into_inner().unwrap();
+        stored.sort_unstable();
+        (found, stored)
+    }
+
+    #[tokio::test]
+    async fn poison_rows_are_found_and_everything_else_is_stored_once() {
+        let (found, stored) = find(1000, &[17, 18, 999], false).await;
+        assert_eq!(found, Some(vec![17, 18, 999]));
+        let expected: Vec<usize> = (0..1000).filter(|i| ![17, 18, 999].contains(i)).collect();
+        assert_eq!(stored, expected);
+    }
+
+    #[tokio::test]
+    async fn many_rejected_rows_or_an_unreachable_server_are_not_poison() {
+        let (found, _) = find(100, &(0..20).collect::<Vec<_>>(), false).await;
+        assert_eq!(found, None);
+        let (found, stored) = find(100, &[], true).await;
+        assert_eq!((found, stored), (None, vec![]));
+    }
 
     #[test]
     fn the_token_and_commits_follow_the_offsets_read() {

@@ -30,7 +30,7 @@ fn record(i: u64, start_ms: u64) -> Flow {
         interval_start_unix_ms: start_ms,
         interval_seconds: 5,
         cluster: "prod".into(),
-        direction: if i % 2 == 0 { "out" } else { "in" }.into(),
+        direction: if i.is_multiple_of(2) { "out" } else { "in" }.into(),
         protocol: "tcp".into(),
         class: "INTER_ZONE".into(),
         local_zone: "eu-west-1a".into(),

@@ -206,10 +206,13 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
          flows_per_hour\tReplacingMergeTree\n\
          flows_per_hour_changes_mv\tMaterializedView\n\
          flows_per_hour_refresh\tMaterializedView\n\
+         flows_per_hour_watermark_mv\tMaterializedView\n\
          flows_per_minute\tReplacingMergeTree\n\
          flows_per_minute_changes_mv\tMaterializedView\n\
          flows_per_minute_refresh\tMaterializedView\n\
+         flows_per_minute_watermark_mv\tMaterializedView\n\
          rollup_changes\tReplacingMergeTree\n\
+         rollup_watermarks\tReplacingMergeTree\n\
          schema_migrations\tReplacingMergeTree\n"
     );
     assert_eq!(
@@ -621,13 +624,12 @@ async fn refresh_rollups_recomputes_a_range_by_hand() {
     let client = stack.clickhouse_client();
     let settings = SchemaSettings::default();
     schema::migrate(&client, &settings).await.unwrap();
-    // As if the refresh views had been down for longer than the change marks are kept.
+    // The refresh views were stopped for longer than change marks are kept.
     run(
         &client,
         "SYSTEM STOP VIEW netmeter.flows_per_minute_refresh",
     )
     .await;
-    run(&client, "SYSTEM STOP VIEW netmeter.flows_per_hour_refresh").await;
     let minute = recent_minute_ms();
     insert(
         &client,
@@ -639,13 +641,30 @@ async fn refresh_rollups_recomputes_a_range_by_hand() {
     )
     .await;
     run(&client, "TRUNCATE TABLE netmeter.rollup_changes").await;
-    assert_eq!(
-        text(&client, "SELECT count() FROM netmeter.flows_per_minute").await,
-        "0\n"
-    );
-
     let from = std::time::UNIX_EPOCH + std::time::Duration::from_millis(minute);
     let to = from + std::time::Duration::from_secs(180);
+
+    let stopped = schema::refresh_rollups(&client, &settings, from, to)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stopped.to_string(),
+        "the rollup refresh view netmeter.flows_per_minute_refresh is stopped: \
+         run SYSTEM START VIEW netmeter.flows_per_minute_refresh, then try again"
+    );
+    run(
+        &client,
+        "SYSTEM START VIEW netmeter.flows_per_minute_refresh",
+    )
+    .await;
+    schema::refresh_rollups_now(&client, &settings)
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&client, "SELECT count() FROM netmeter.flows_per_minute").await,
+        "0\n",
+        "without marks the views do not know about the rows"
+    );
     schema::refresh_rollups(&client, &settings, from, to)
         .await
         .unwrap();
@@ -673,6 +692,63 @@ async fn refresh_rollups_recomputes_a_range_by_hand() {
         )
         .await,
         "checkout\t24\t0.25\t1\nshop\t1024\t0.75\t2\n"
+    );
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_clickhouse_resumes_the_rollups_where_they_were() {
+    let mut stack = Stack::start().await.unwrap();
+    let client = stack.clickhouse_client();
+    let settings = SchemaSettings::default();
+    schema::migrate(&client, &settings).await.unwrap();
+    let minute = recent_minute_ms();
+    insert(&client, &[Record::new(1, minute, "shop", 1_000, 0.5)]).await;
+    schema::refresh_rollups_now(&client, &settings)
+        .await
+        .unwrap();
+    // As if that write were an hour old: long done, outside every refresh's margin.
+    run(
+        &client,
+        "INSERT INTO netmeter.rollup_changes \
+         SELECT rollup, interval_start, marked_at - INTERVAL 1 HOUR FROM netmeter.rollup_changes",
+    )
+    .await;
+    run(
+        &client,
+        "ALTER TABLE netmeter.rollup_changes DELETE WHERE marked_at > now() - INTERVAL 30 MINUTE \
+         SETTINGS mutations_sync = 2",
+    )
+    .await;
+    let last_refresh = "SELECT max(refreshed_at) FROM netmeter.flows_per_minute \
+                        WHERE local_namespace = 'shop'";
+    let before = text(&client, last_refresh).await;
+
+    stack.stop_clickhouse();
+    stack.start_clickhouse().unwrap();
+    insert(
+        &client,
+        &[Record::new(2, minute + 60_000, "checkout", 24, 0.25)],
+    )
+    .await;
+    schema::refresh_rollups_now(&client, &settings)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        text(&client, last_refresh).await,
+        before,
+        "the minute rolled up before the restart was not recomputed"
+    );
+    assert_eq!(
+        text(
+            &client,
+            "SELECT local_namespace, bytes, cost_usd FROM netmeter.flows_per_hour FINAL \
+             ORDER BY local_namespace"
+        )
+        .await,
+        "checkout\t24\t0.25\nshop\t1000\t0.5\n",
+        "the write after the restart was rolled up"
     );
     stack.stop();
 }

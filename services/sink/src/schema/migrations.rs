@@ -150,6 +150,7 @@ fn v3(settings: &SchemaSettings) -> Vec<String> {
     let db = &settings.database;
     let mut statements = vec![
         tables::rollup_changes().create(db),
+        tables::rollup_watermarks().create(db),
         tables::rollup_table(Rollup::Minute, settings.minute_rollup_ttl_days).create(db),
         tables::rollup_table(Rollup::Hour, settings.hour_rollup_ttl_days).create(db),
     ];
@@ -157,6 +158,11 @@ fn v3(settings: &SchemaSettings) -> Vec<String> {
         Rollup::ALL
             .iter()
             .map(|r| r.changes_view(settings).create()),
+    );
+    statements.extend(
+        Rollup::ALL
+            .iter()
+            .map(|r| r.watermark_view(settings).create()),
     );
     statements.push(substitute(V3_BACKFILL, settings));
     statements.extend(

@@ -22,25 +22,30 @@
 //!   minute, now) into `rollup_changes` for every minute an insert touches, whatever its age: a
 //!   replay of last week marks last week's minutes.
 //! - `flows_per_minute_refresh`, a refreshable materialized view (`REFRESH EVERY 1 MINUTE
-//!   APPEND`), recomputes the minutes marked since its previous successful refresh started (from
-//!   `system.view_refreshes`, minus a 60 s margin for inserts that were still running then) from
-//!   `flows FINAL`, and appends the sums with `refreshed_at = now`. The rollup is a
-//!   `ReplacingMergeTree(refreshed_at, is_deleted)` keyed by bucket and dimensions, so the new
-//!   sums replace the old ones. A replay can move bytes to other dimensions (another namespace):
-//!   the recomputation also writes a deletion (`is_deleted = 1`) for every row of the bucket that
-//!   the fresh sums no longer have, so `FINAL` never shows the old attribution next to the new.
-//! - The same pair runs one level up: `flows_per_hour_changes_mv` marks the hours that the minute
-//!   refresh rewrote, and `flows_per_hour_refresh` recomputes them from `flows_per_minute FINAL`
-//!   (60 times fewer rows than `flows`).
+//!   APPEND`), recomputes the marked minutes from `flows FINAL` and appends the sums with
+//!   `refreshed_at` = the refresh's start. The rollup is a `ReplacingMergeTree(refreshed_at,
+//!   is_deleted)` keyed by bucket and dimensions, so the new sums replace the old ones. A replay
+//!   can move bytes to other dimensions (another namespace): the recomputation also writes a
+//!   deletion (`is_deleted = 1`) for every row of the bucket that the fresh sums no longer have,
+//!   so `FINAL` never shows the old attribution next to the new.
+//! - Which marks are new: `flows_per_minute_watermark_mv` (insert-triggered, on the rollup)
+//!   records in `rollup_watermarks` the `refreshed_at` of every refresh that wrote rows; the
+//!   next refresh reads the marks from that watermark minus 2 minutes (inserts still running
+//!   when it read `flows`). The watermark is data, so a restarted ClickHouse resumes where it
+//!   was (`system.view_refreshes` starts empty after a restart on a single server, and would
+//!   make the first refresh recompute a week of marks).
+//! - The same three views run one level up: `flows_per_hour_changes_mv` marks the hours that the
+//!   minute refresh rewrote, and `flows_per_hour_refresh` recomputes them from
+//!   `flows_per_minute FINAL` (60 times fewer rows than `flows`).
 //!
-//! Read the rollups with `FINAL` (or `argMax` by `refreshed_at`), like `flows`. Each touched
-//! bucket is recomputed once or twice, so the work follows what was written, not the size of a
-//! look-back window, and late data of any age (a replay, a broker outage) lands in the right
-//! bucket within about two minutes. Both views live in ClickHouse, so the rollups also work on the
-//! Kafka-engine path where no sink runs. [`refresh_rollups`] recomputes a range by hand (repairs,
-//! backfills), [`refresh_rollups_now`] runs both views immediately. Buckets older than the
-//! shorter of `--ttl-days` and `--rollup-minute-ttl-days` are never recomputed (their sources may
-//! be gone). Refreshable materialized views need ClickHouse 24.10 or later.
+//! Read the rollups with `FINAL`, like `flows`. Each touched bucket is recomputed two or three
+//! times, so the work follows what was written, not the length of a look-back window, and late
+//! data of any age (a replay, a broker outage) lands in its bucket within about two minutes. The
+//! views live in ClickHouse, so the rollups also work on the Kafka-engine path where no sink
+//! runs. [`refresh_rollups`] marks a range as changed and runs the views (repairs, backfills),
+//! [`refresh_rollups_now`] runs both views immediately. Buckets older than the shorter of
+//! `--ttl-days` and `--rollup-minute-ttl-days` are never recomputed (their sources may be gone).
+//! Refreshable materialized views need ClickHouse 24.10 or later.
 //!
 //! # Migrations
 //!
@@ -157,6 +162,10 @@ pub enum SchemaError {
         source: clickhouse::error::Error,
     },
     #[error(
+        "the rollup refresh view {view} is stopped: run SYSTEM START VIEW {view}, then try again"
+    )]
+    RefreshStopped { view: String },
+    #[error(
         "column {database}.{table}.{column} is {actual} but netmeter expects {expected}; netmeter \
          never retypes or drops data: convert the column by hand (ALTER TABLE {database}.{table} \
          MODIFY COLUMN {column} {expected}) or rename it, then start again"
@@ -176,6 +185,7 @@ impl SchemaError {
         match self {
             SchemaError::Settings(_) => "settings",
             SchemaError::Query { .. } => "query",
+            SchemaError::RefreshStopped { .. } => "refresh_stopped",
             SchemaError::ColumnType { .. } => "column_type",
         }
     }
@@ -324,5 +334,90 @@ fn summary(sql: &str) -> String {
         format!("{}...", &line[..line.floor_char_boundary(160)])
     } else {
         line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        schema: SchemaSettings,
+        #[command(flatten)]
+        kafka: KafkaEngineSettings,
+    }
+
+    #[test]
+    fn the_flags_flatten_into_a_cli_with_their_defaults() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["sink"]).unwrap();
+        assert_eq!(cli.schema, SchemaSettings::default());
+        assert_eq!(
+            cli.kafka,
+            KafkaEngineSettings {
+                brokers: None,
+                topic: None,
+                ..KafkaEngineSettings::new("", "")
+            }
+        );
+        let cli = Cli::try_parse_from([
+            "sink",
+            "--ttl-days",
+            "30",
+            "--rollup-minute-ttl-days",
+            "7",
+            "--kafka-engine-setting",
+            "kafka_security_protocol=sasl_ssl",
+            "--kafka-engine-setting",
+            "kafka_sasl_mechanism=SCRAM-SHA-512",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                cli.schema.ttl_days,
+                cli.schema.minute_rollup_ttl_days,
+                cli.schema.hour_rollup_ttl_days
+            ),
+            (30, 7, 400)
+        );
+        assert_eq!(cli.kafka.extra_settings.len(), 2);
+        let zero = Cli::try_parse_from(["sink", "--ttl-days", "0"]).unwrap_err();
+        assert!(zero.to_string().contains("--ttl-days"), "{zero}");
+    }
+
+    #[test]
+    fn database_names_are_plain_identifiers() {
+        assert!(SchemaSettings::new("netmeter_2").validate().is_ok());
+        for bad in ["", "net-meter", "2netmeter", "a.b", "x`y"] {
+            assert!(SchemaSettings::new(bad).validate().is_err(), "{bad}");
+        }
+        let zero = SchemaSettings {
+            hour_rollup_ttl_days: 0,
+            ..SchemaSettings::default()
+        };
+        assert_eq!(
+            zero.validate().unwrap_err().to_string(),
+            "invalid schema settings: --rollup-hour-ttl-days must be at least 1"
+        );
+    }
+
+    #[test]
+    fn the_ddl_ends_with_the_kafka_engine_when_asked() {
+        let settings = SchemaSettings::new("metering");
+        let kafka = KafkaEngineSettings::new("kafka:9092", "netmeter.flows.v1");
+        let without = ddl_statements(&settings, None);
+        let with = ddl_statements(&settings, Some(&kafka));
+        assert_eq!(with.len(), without.len() + 4);
+        assert!(
+            with[without.len()].starts_with("CREATE TABLE IF NOT EXISTS metering.flows_kafka\n")
+        );
+        assert!(ddl(&settings, Some(&kafka)).contains("kafka_handle_error_mode = 'stream'"));
+        assert!(
+            without.iter().all(|s| !s.contains("netmeter.")),
+            "every name is in the database"
+        );
     }
 }

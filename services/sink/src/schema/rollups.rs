@@ -1,7 +1,6 @@
 //! Per-minute and per-hour rollups of `flows` that never double-count (the design is explained
-//! in the [`super`] module documentation): the SQL that recomputes a set of time buckets, the
-//! views that run it every minute for the buckets that changed, and [`refresh_rollups`] to
-//! recompute a range by hand.
+//! in the [`super`] module documentation): the SQL that recomputes the changed time buckets,
+//! the views that run it every minute, and [`refresh_rollups`] to recompute a range by hand.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,9 +29,12 @@ pub const DIMENSIONS: [&str; 14] = [
 pub(crate) const REFRESH_EVERY: &str = "1 MINUTE";
 
 /// A refresh picks up the change marks written since its previous successful refresh *started*,
-/// minus this margin: an insert that was running while that refresh read `flows` (its mark is
-/// older than the refresh, its rows were not visible yet) is recomputed once more.
-pub(crate) const MARGIN_SECONDS: u32 = 60;
+/// minus this margin: an insert that was still running while that refresh read its source (the
+/// mark is older than the refresh, the rows were not visible yet) is recomputed once more. It
+/// must exceed the longest time between a mark and its insert's commit (a sink batch takes
+/// seconds, a refresh well under a minute); each touched bucket is recomputed about
+/// `1 + margin / 1 minute` times.
+pub(crate) const MARGIN_SECONDS: u32 = 120;
 
 /// One rollup table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +77,15 @@ impl Rollup {
         match self {
             Rollup::Minute => "flows_per_minute_refresh",
             Rollup::Hour => "flows_per_hour_refresh",
+        }
+    }
+
+    /// The insert-triggered view that records in `rollup_watermarks` when the refresh view
+    /// last wrote to this rollup.
+    pub fn watermark_view_name(self) -> &'static str {
+        match self {
+            Rollup::Minute => "flows_per_minute_watermark_mv",
+            Rollup::Hour => "flows_per_hour_watermark_mv",
         }
     }
 
@@ -130,6 +141,22 @@ impl Rollup {
         }
     }
 
+    pub(crate) fn watermark_view(self, settings: &SchemaSettings) -> View {
+        let db = &settings.database;
+        View {
+            name: self.watermark_view_name(),
+            head: format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{} TO {db}.rollup_watermarks AS",
+                self.watermark_view_name()
+            ),
+            query: format!(
+                "SELECT '{rollup}' AS rollup, max(refreshed_at) AS refreshed_at\nFROM {db}.{rollup}",
+                rollup = self.table(),
+            ),
+            comment: format!("netmeter: records when {} was last refreshed", self.table()),
+        }
+    }
+
     pub(crate) fn refresh_view(self, settings: &SchemaSettings) -> View {
         let db = &settings.database;
         let window = recompute_window_days(settings);
@@ -137,13 +164,12 @@ impl Rollup {
             "WITH changed AS\n(\n    SELECT DISTINCT interval_start AS bucket\n    \
              FROM {db}.rollup_changes\n    WHERE rollup = '{rollup}'\n      \
              AND marked_at >= (\n          \
-             SELECT ifNull(max(last_success_time) - INTERVAL {MARGIN_SECONDS} SECOND, toDateTime(0))\n          \
-             FROM system.view_refreshes\n          \
-             WHERE database = '{db}' AND view = '{view}')\n      \
+             SELECT max(refreshed_at) - INTERVAL {MARGIN_SECONDS} SECOND\n          \
+             FROM {db}.rollup_watermarks\n          \
+             WHERE rollup = '{rollup}')\n      \
              AND interval_start >= now() - INTERVAL {window} DAY\n)\n{select}",
             rollup = self.table(),
-            view = self.refresh_view_name(),
-            select = self.recompute(db, &Buckets::Changed),
+            select = self.recompute(db),
         );
         View {
             name: self.refresh_view_name(),
@@ -161,29 +187,20 @@ impl Rollup {
         }
     }
 
-    /// The SELECT that recomputes `buckets` of this rollup: fresh sums from the source, plus a
-    /// deletion (`is_deleted = 1`) for every row of those buckets the fresh sums no longer have
-    /// (a replay moved its bytes to other dimensions).
-    pub(crate) fn recompute(self, db: &str, buckets: &Buckets) -> String {
+    /// The SELECT that recomputes the buckets of the `changed` CTE: fresh sums from the source,
+    /// plus a deletion (`is_deleted = 1`) for every row of those buckets the fresh sums no
+    /// longer have (a replay moved its bytes to other dimensions).
+    pub(crate) fn recompute(self, db: &str) -> String {
         let dims = DIMENSIONS.join(", ");
         let bucket = self.bucket_function();
-        let (source_filter, rollup_filter) = match buckets {
-            Buckets::Changed => (
-                format!(
-                    "interval_start >= (SELECT min(bucket) FROM changed)\n      \
-                     AND interval_start < (SELECT max(bucket) FROM changed) + INTERVAL {} SECOND\n      \
-                     AND {bucket}(interval_start) IN changed",
-                    self.bucket_seconds()
-                ),
-                "interval_start IN changed".to_string(),
-            ),
-            Buckets::Range { from, to } => {
-                let range = format!(
-                    "interval_start >= toDateTime({from}, 'UTC') AND interval_start < toDateTime({to}, 'UTC')"
-                );
-                (range.clone(), range)
-            }
-        };
+        // The bounds let ClickHouse skip partitions; the IN picks the buckets.
+        let source_filter = format!(
+            "interval_start >= (SELECT min(bucket) FROM changed)\n      \
+             AND interval_start < (SELECT max(bucket) FROM changed) + INTERVAL {} SECOND\n      \
+             AND {bucket}(interval_start) IN changed",
+            self.bucket_seconds()
+        );
+        let rollup_filter = "interval_start IN changed";
         format!(
             "SELECT\n    bucket AS interval_start,\n    {dims},\n    fresh.bytes AS bytes,\n    \
              fresh.packets AS packets,\n    fresh.cost_usd AS cost_usd,\n    fresh.records AS records,\n    \
@@ -200,28 +217,6 @@ impl Rollup {
             table = self.table(),
         )
     }
-
-    fn insert_columns(self) -> String {
-        let mut columns = vec!["interval_start"];
-        columns.extend(DIMENSIONS);
-        columns.extend([
-            "bytes",
-            "packets",
-            "cost_usd",
-            "records",
-            "refreshed_at",
-            "is_deleted",
-        ]);
-        columns.join(", ")
-    }
-}
-
-/// Which buckets a recomputation covers.
-pub(crate) enum Buckets {
-    /// The `changed` CTE of a refresh view.
-    Changed,
-    /// `[from, to)`, Unix seconds aligned to the bucket.
-    Range { from: u64, to: u64 },
 }
 
 /// Buckets older than this are never recomputed: their source rows may be gone (TTL), and a
@@ -230,11 +225,12 @@ pub(crate) fn recompute_window_days(settings: &SchemaSettings) -> u32 {
     settings.ttl_days.min(settings.minute_rollup_ttl_days)
 }
 
-/// Recomputes the per-minute and then the per-hour buckets overlapping `[from, to)` from
-/// `flows FINAL`, now, in day-sized (minutes) and month-sized (hours) steps. The refresh views
-/// do this by themselves for every bucket written to; this is for repairs: a refresh that failed
-/// for longer than the change marks are kept (7 days), or a backfill after changing the rollups.
-/// Buckets older than the shorter of `--ttl-days` and `--rollup-minute-ttl-days` are skipped.
+/// Recomputes the per-minute and per-hour buckets overlapping `[from, to)` now: marks their
+/// minutes as changed and runs both refresh views, a day at a time, so the views stay the only
+/// writers of the rollups. The views do this by themselves for every bucket written to; this is
+/// for repairs (the views were stopped or failing for longer than change marks are kept, 7 days)
+/// and backfills. Buckets older than the shorter of `--ttl-days` and `--rollup-minute-ttl-days`
+/// are skipped. Fails if a refresh view is stopped (`SYSTEM STOP VIEW`).
 pub async fn refresh_rollups(
     client: &clickhouse::Client,
     settings: &SchemaSettings,
@@ -242,31 +238,43 @@ pub async fn refresh_rollups(
     to: SystemTime,
 ) -> Result<(), SchemaError> {
     settings.validate()?;
+    let db = &settings.database;
+    let stopped: Vec<String> = client
+        .query_raw(
+            "SELECT view FROM system.view_refreshes \
+             WHERE database = {db:String} AND status = 'Disabled' ORDER BY view",
+        )
+        .param("db", db)
+        .fetch_all()
+        .await
+        .map_err(|source| SchemaError::Query {
+            statement: "SELECT view FROM system.view_refreshes".into(),
+            source,
+        })?;
+    if let Some(view) = stopped.into_iter().next() {
+        return Err(SchemaError::RefreshStopped {
+            view: format!("{db}.{view}"),
+        });
+    }
     let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let oldest =
         unix(SystemTime::now()).saturating_sub(u64::from(recompute_window_days(settings)) * 86_400);
-    for (rollup, step) in [(Rollup::Minute, 86_400), (Rollup::Hour, 31 * 86_400)] {
-        let size = rollup.bucket_seconds();
-        let mut start = unix(from).max(oldest.div_ceil(size) * size) / size * size;
-        let end = unix(to).div_ceil(size) * size;
-        while start < end {
-            let stop = (start + step).min(end);
-            let sql = format!(
-                "INSERT INTO {db}.{table} ({columns})\n{select}",
-                db = settings.database,
-                table = rollup.table(),
-                columns = rollup.insert_columns(),
-                select = rollup.recompute(
-                    &settings.database,
-                    &Buckets::Range {
-                        from: start,
-                        to: stop
-                    }
-                ),
-            );
-            execute(client, &sql).await?;
-            start = stop;
-        }
+    let mut start = unix(from).max(oldest.div_ceil(60) * 60) / 60 * 60;
+    let end = unix(to).div_ceil(60) * 60;
+    while start < end {
+        let stop = (start + 86_400).min(end);
+        execute(
+            client,
+            &format!(
+                "INSERT INTO {db}.rollup_changes (rollup, interval_start, marked_at)\n\
+                 SELECT 'flows_per_minute', toDateTime({start} + number * 60, 'UTC'), now64(3, 'UTC')\n\
+                 FROM numbers({})",
+                (stop - start) / 60
+            ),
+        )
+        .await?;
+        refresh_rollups_now(client, settings).await?;
+        start = stop;
     }
     Ok(())
 }

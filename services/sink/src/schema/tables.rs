@@ -278,6 +278,23 @@ pub(crate) fn rollup_changes() -> Table {
     }
 }
 
+/// Per rollup, when its refresh view last wrote (the start of that refresh): the next refresh
+/// reads the change marks from there on. Kept in data, unlike `system.view_refreshes`, which a
+/// restarted server forgets.
+pub(crate) fn rollup_watermarks() -> Table {
+    Table {
+        name: "rollup_watermarks",
+        columns: vec![
+            Column::new("rollup", "LowCardinality(String)", ""),
+            Column::new("refreshed_at", "DateTime64(3, 'UTC')", ""),
+        ],
+        indexes: vec![],
+        engine: "ENGINE = ReplacingMergeTree(refreshed_at)\nORDER BY rollup".into(),
+        ttl: None,
+        settings: "",
+    }
+}
+
 /// A rollup table: one row per bucket and dimensions, replaced by each recomputation
 /// (`refreshed_at`), or deleted (`is_deleted = 1`) when a recomputation no longer has it.
 pub(crate) fn rollup_table(rollup: rollups::Rollup, ttl_days: u32) -> Table {
@@ -325,22 +342,18 @@ pub(crate) fn tables(settings: &SchemaSettings) -> Vec<Table> {
         schema_migrations(),
         flows(settings),
         rollup_changes(),
+        rollup_watermarks(),
         rollup_table(rollups::Rollup::Minute, settings.minute_rollup_ttl_days),
         rollup_table(rollups::Rollup::Hour, settings.hour_rollup_ttl_days),
     ]
 }
 
-/// Every view of the current version, in creation order: the change marks first, so nothing
-/// written after a refresh view starts goes unnoticed.
+/// Every view of the current version, in creation order: the change marks and watermarks
+/// first, so nothing written after a refresh view starts goes unnoticed.
 pub(crate) fn views(settings: &SchemaSettings) -> Vec<View> {
-    let mut views: Vec<View> = rollups::Rollup::ALL
-        .iter()
-        .map(|r| r.changes_view(settings))
-        .collect();
-    views.extend(
-        rollups::Rollup::ALL
-            .iter()
-            .map(|r| r.refresh_view(settings)),
-    );
+    let all = rollups::Rollup::ALL;
+    let mut views: Vec<View> = all.iter().map(|r| r.changes_view(settings)).collect();
+    views.extend(all.iter().map(|r| r.watermark_view(settings)));
+    views.extend(all.iter().map(|r| r.refresh_view(settings)));
     views
 }
