@@ -7,7 +7,6 @@
 
 use std::net::IpAddr;
 
-use prost::encoding::{bool as pbool, double, uint32, uint64};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::flows;
@@ -70,6 +69,7 @@ impl<'a> FlowView<'a> {
     fn encode_with(&self, endpoints: Option<&EncodedEndpoints>, out: &mut Vec<u8>) {
         // Records are a few hundred bytes, so the length takes 2 bytes: reserve them, write the
         // body, then fill them in (shifting the body only when the guess was wrong).
+        out.reserve(512);
         let prefix_at = out.len();
         out.extend_from_slice(&[0, 0]);
         self.encode_fields(endpoints, out);
@@ -89,7 +89,7 @@ impl<'a> FlowView<'a> {
         put_u64(2, self.generation, out);
         put_u64(3, self.interval_start_unix_ms, out);
         if self.interval_seconds != 0 {
-            uint32::encode(4, &self.interval_seconds, out);
+            put_varint_field(4, u64::from(self.interval_seconds), out);
         }
         put_str(5, self.cluster, out);
         put_str(6, self.direction, out);
@@ -108,7 +108,8 @@ impl<'a> FlowView<'a> {
         put_u64(50, self.bytes, out);
         put_u64(51, self.packets, out);
         if self.cost_usd != 0.0 {
-            double::encode(52, &self.cost_usd, out);
+            put_key(52, 1, out); // wire type 1: 64-bit
+            out.extend_from_slice(&self.cost_usd.to_le_bytes());
         }
     }
 
@@ -193,10 +194,10 @@ impl EndpointView<'_> {
         let mut ip = IpText::default();
         put_str(base + 9, ip.format(self.ip), out);
         if self.port != 0 {
-            uint32::encode(base + 10, &self.port, out);
+            put_varint_field(base + 10, u64::from(self.port), out);
         }
         if self.host_network {
-            pbool::encode(base + 11, &true, out);
+            put_varint_field(base + 11, 1, out);
         }
     }
 
@@ -234,17 +235,36 @@ impl Serialize for FlowView<'_> {
     }
 }
 
+// Hand-written varints: the values are small (tags < 64, strings < 16 KiB) and this is the
+// attributor's hottest loop; prost's generic `BufMut` path costs more than the bytes.
+fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_key(tag: u32, wire_type: u32, out: &mut Vec<u8>) {
+    put_varint(u64::from(tag << 3 | wire_type), out);
+}
+
+fn put_varint_field(tag: u32, value: u64, out: &mut Vec<u8>) {
+    put_key(tag, 0, out);
+    put_varint(value, out);
+}
+
 fn put_str(tag: u32, value: &str, out: &mut Vec<u8>) {
     if !value.is_empty() {
-        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
-        prost::encoding::encode_varint(value.len() as u64, out);
+        put_key(tag, 2, out);
+        put_varint(value.len() as u64, out);
         out.extend_from_slice(value.as_bytes());
     }
 }
 
 fn put_u64(tag: u32, value: u64, out: &mut Vec<u8>) {
     if value != 0 {
-        uint64::encode(tag, &value, out);
+        put_varint_field(tag, value, out);
     }
 }
 

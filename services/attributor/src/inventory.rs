@@ -188,6 +188,38 @@ impl Tenure {
     }
 }
 
+/// The tenures of one address, sorted by start. Almost every address has had one owner, so
+/// that one is stored inline: a lookup then touches the hash table and nothing else.
+#[derive(Debug)]
+enum Tenures {
+    One(Tenure),
+    Many(Vec<Tenure>),
+}
+
+impl Tenures {
+    fn as_slice(&self) -> &[Tenure] {
+        match self {
+            Tenures::One(t) => std::slice::from_ref(t),
+            Tenures::Many(v) => v,
+        }
+    }
+
+    fn into_vec(self) -> Vec<Tenure> {
+        match self {
+            Tenures::One(t) => vec![t],
+            Tenures::Many(v) => v,
+        }
+    }
+
+    fn from_vec(mut v: Vec<Tenure>) -> Tenures {
+        if v.len() == 1 {
+            Tenures::One(v.pop().expect("one"))
+        } else {
+            Tenures::Many(v)
+        }
+    }
+}
+
 /// What [`IpOwnerHistory::record`] did with a tenure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recorded {
@@ -203,7 +235,7 @@ pub enum Recorded {
 /// is no hash-flooding input.
 #[derive(Debug, Default)]
 pub struct IpOwnerHistory {
-    by_ip: FxHashMap<IpAddr, Vec<Tenure>>,
+    by_ip: FxHashMap<IpAddr, Tenures>,
     nodes: FxHashMap<String, Arc<Owner>>,
     grace_ms: u64,
 }
@@ -224,7 +256,11 @@ impl IpOwnerHistory {
             self.nodes
                 .insert(tenure.owner.node.clone(), tenure.owner.clone());
         }
-        let tenures = self.by_ip.entry(tenure.ip).or_default();
+        let slot = self
+            .by_ip
+            .entry(tenure.ip)
+            .or_insert_with(|| Tenures::Many(Vec::new()));
+        let mut tenures = std::mem::replace(slot, Tenures::Many(Vec::new())).into_vec();
         let outcome = match tenures.iter_mut().find(|t| t.uid == tenure.uid) {
             Some(existing) => {
                 let merged = Tenure {
@@ -250,6 +286,7 @@ impl IpOwnerHistory {
         if outcome != Recorded::Unchanged {
             tenures.sort_by_key(|t| (t.start_ms, t.end_ms.unwrap_or(u64::MAX)));
         }
+        *slot = Tenures::from_vec(tenures);
         outcome
     }
 
@@ -257,8 +294,8 @@ impl IpOwnerHistory {
     /// the grace period, but never into the neighbouring tenures) overlaps the interval most;
     /// a tie goes to the later tenure.
     pub fn owner_at(&self, ip: IpAddr, start_ms: u64, end_ms: u64) -> Option<&Arc<Owner>> {
-        let tenures = self.by_ip.get(&ip)?;
-        if let [only] = tenures.as_slice() {
+        let tenures = self.by_ip.get(&ip)?.as_slice();
+        if let [only] = tenures {
             // The common case: one owner ever.
             let valid_from = only.start_ms.saturating_sub(self.grace_ms);
             let valid_to = only
@@ -298,18 +335,21 @@ impl IpOwnerHistory {
     /// Returns how many were removed.
     pub fn prune(&mut self, cutoff_ms: u64) -> usize {
         let mut removed = 0;
-        self.by_ip.retain(|_, tenures| {
+        self.by_ip.retain(|_, slot| {
+            let mut tenures = std::mem::replace(slot, Tenures::Many(Vec::new())).into_vec();
             let before = tenures.len();
             tenures.retain(|t| t.end_ms.is_none_or(|end| end >= cutoff_ms));
             removed += before - tenures.len();
-            !tenures.is_empty()
+            let keep = !tenures.is_empty();
+            *slot = Tenures::from_vec(tenures);
+            keep
         });
         removed
     }
 
     /// Every tenure, for re-publishing and tests.
     pub fn tenures(&self) -> impl Iterator<Item = &Tenure> {
-        self.by_ip.values().flatten()
+        self.by_ip.values().flat_map(Tenures::as_slice)
     }
 
     /// The tenures currently open (no end), keyed by (ip, uid).
@@ -321,7 +361,7 @@ impl IpOwnerHistory {
     }
 
     pub fn len(&self) -> usize {
-        self.by_ip.values().map(Vec::len).sum()
+        self.by_ip.values().map(|t| t.as_slice().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
