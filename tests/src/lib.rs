@@ -1,6 +1,7 @@
 //! Test support for netmeter, reused by every integration test, the local stack command
 //! (`netmeter-stack`) and the demo:
 //!
+//! - [`bench`]: CPU clocks, medians and settings for the on-demand benchmarks.
 //! - [`install`]: puts the real components (tansu broker, ClickHouse 26.7 engine) in a cache.
 //! - [`process`]: child processes we start, end by PID, and never leak.
 //! - [`broker`], [`clickhouse`]: how to run and probe each component.
@@ -12,6 +13,7 @@
 //! - [`netns`]: a simulated Kubernetes node in network namespaces, traffic, and a reference
 //!   conntrack reader.
 
+pub mod bench;
 pub mod broker;
 pub mod clickhouse;
 pub mod cluster;

@@ -55,10 +55,14 @@
 //! is small to keep the whole bench near 2 minutes; `NETMETER_BENCH_KAFKA_BATCHES=200` is the
 //! 1M-delta round (about 2 minutes per round on this broker).
 
+use netmeter_tests::bench::{
+    NAMESPACES, WORKLOADS, clickhouse_launcher, env_number, env_or, machine_busy, median,
+    process_cpu, rate, thread_cpu,
+};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -225,61 +229,6 @@ struct Cluster {
     reused_addresses: usize,
     ipv6_addresses: usize,
 }
-
-const NAMESPACES: [&str; 20] = [
-    "shop",
-    "payments",
-    "search",
-    "checkout",
-    "catalog",
-    "accounts",
-    "ads",
-    "analytics",
-    "billing",
-    "cart",
-    "delivery",
-    "email",
-    "frontend",
-    "gateway",
-    "identity",
-    "inventory",
-    "logging",
-    "monitoring",
-    "orders",
-    "recommendations",
-];
-const WORKLOADS: [&str; 30] = [
-    "api",
-    "web",
-    "worker",
-    "cache",
-    "db",
-    "queue",
-    "indexer",
-    "scheduler",
-    "proxy",
-    "auth",
-    "cart",
-    "checkout",
-    "catalog",
-    "search",
-    "ranker",
-    "ingest",
-    "export",
-    "mailer",
-    "render",
-    "thumbnail",
-    "resizer",
-    "notifier",
-    "payments",
-    "ledger",
-    "fraud",
-    "router",
-    "gateway",
-    "session",
-    "profile",
-    "feed",
-];
 
 impl Cluster {
     /// Node `i` is `node-NNN` at 10.0.0.(10+i) in zone `i % 3` with pod range 10.1.i.0/24 (and
@@ -1008,7 +957,7 @@ fn bench_kafka(
         flow_bytes as f64 / 1e6
     );
 
-    let launcher = clickhouse_launcher()?;
+    let launcher = clickhouse_launcher(Path::new(ATTRIBUTOR))?;
     // SAFETY: no other thread exists yet (the runtime and Kafka clients come below), so
     // nothing reads the environment concurrently.
     unsafe { std::env::set_var("NETMETER_STACK_BIN", &launcher) };
@@ -1235,30 +1184,6 @@ async fn publish_inventory(
     Ok(())
 }
 
-/// The `netmeter-stack` binary that hosts ClickHouse for [`Stack::start`]: `$NETMETER_STACK_BIN`,
-/// else the one beside this bench (release), else the debug one `cargo test` builds. ClickHouse
-/// runs idle here, so the launcher's build profile does not matter.
-fn clickhouse_launcher() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("NETMETER_STACK_BIN") {
-        return Ok(path.into());
-    }
-    let release = Path::new(ATTRIBUTOR).with_file_name("netmeter-stack");
-    let debug = release
-        .parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("debug/netmeter-stack"));
-    let found = [Some(release), debug]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .context(
-            "part 2 needs the netmeter-stack binary (it hosts ClickHouse): run \
-             `cargo build --release -p netmeter-tests --bin netmeter-stack`, or set NETMETER_STACK_BIN",
-        )?;
-    println!("ClickHouse launcher: {}", found.display());
-    Ok(found)
-}
-
 /// Waits on the running attributor, failing with its log and the broker's.
 struct Waiter<'a> {
     service: &'a mut RunningService,
@@ -1422,73 +1347,6 @@ async fn write_messages(
 // ---------------------------------------------------------------------------------------------
 // CPU time
 
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-unsafe extern "C" {
-    fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
-    fn sysconf(name: i32) -> i64;
-}
-
-/// This thread's CPU seconds (user + system), nanosecond resolution.
-fn thread_cpu() -> f64 {
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-    let mut t = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a properly laid out timespec (x86_64/aarch64
-    // Linux: two 64-bit fields).
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-}
-
-fn clock_ticks() -> f64 {
-    const SC_CLK_TCK: i32 = 2;
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { sysconf(SC_CLK_TCK) }).max(1) as f64
-}
-
-/// A process's user + system CPU seconds from /proc (all its threads; 0 once it is gone).
-fn process_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start with the state, field 3;
-    // utime and stime are fields 14 and 15.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / clock_ticks()
-}
-
-/// CPU seconds the whole machine spent busy (all cores, everything but idle and iowait).
-fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().next() else {
-        return 0.0;
-    };
-    let values: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: f64 = values.iter().take(8).sum();
-    let idle = values.get(3).copied().unwrap_or(0.0) + values.get(4).copied().unwrap_or(0.0);
-    (total - idle) / clock_ticks()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -1496,25 +1354,6 @@ fn machine_busy() -> f64 {
 struct Report {
     enrich: Option<EnrichReport>,
     kafka: Option<KafkaReport>,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
-fn rate(n: usize, seconds: f64) -> String {
-    let per_second = n as f64 / seconds;
-    if per_second >= 1e6 {
-        format!("{:.2}M", per_second / 1e6)
-    } else {
-        format!("{:.0}k", per_second / 1e3)
-    }
 }
 
 impl Report {
@@ -1727,23 +1566,5 @@ impl KafkaReport {
         for note in &self.notes {
             println!("NOTE: {note}");
         }
-    }
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-fn env_number(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(value) => {
-            let n: usize = value
-                .trim()
-                .parse()
-                .with_context(|| format!("{name}={value:?}: expected a positive number"))?;
-            ensure!(n > 0, "{name} must be at least 1");
-            Ok(n)
-        }
-        Err(_) => Ok(default),
     }
 }

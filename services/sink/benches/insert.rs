@@ -1,0 +1,2014 @@
+//! Sink benchmark: rows per second into ClickHouse through the sink's insert path, next to the
+//! same rows inserted as pre-encoded `FORMAT Native` over HTTP into the same table of the same
+//! server in the same run (what `clickhouse-client` sends). Goal: ours / native >= 0.8.
+//!
+//! Run it on demand (never in CI); it starts the real broker and ClickHouse, so as root:
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=/root/.cache/netmeter/target
+//! cargo bench -p netmeter-sink --bench insert
+//! NETMETER_BENCH_PARTS=insert cargo bench -p netmeter-sink --bench insert   # no Kafka part
+//! NETMETER_BENCH_VARIANTS=all cargo bench -p netmeter-sink --bench insert   # every what-if
+//! ```
+//!
+//! Knobs: `NETMETER_BENCH_ROWS` (default 1,000,000), `NETMETER_BENCH_REPS` (default 5),
+//! `NETMETER_BENCH_PARTS` (`insert,e2e`), `NETMETER_BENCH_VARIANTS` (`all`, or names from the
+//! list below; default `ours,native-lz4,native-plain,ours-native-lc-ahead`),
+//! `NETMETER_BENCH_E2E_ROWS` (part 2, default 200,000), `NETMETER_STACK_BIN` (the ClickHouse
+//! launcher). About 3 minutes with the defaults on 2 cores.
+//!
+//! The data, built in code from a fixed seed: a cluster in AWS eu-west-1 with 100 nodes in 3
+//! zones and 3,000 pods of 600 workloads in 20 namespaces (one in ten dual-stack, a few on the
+//! host network); rows as the attributor writes them: ~60% pod to pod (same node, same zone,
+//! other zone), ~16% cloud (AWS in and out of region, GCP), ~16% internet, ~8% private networks
+//! outside the cluster, both directions, IPv4 (stored mapped) and IPv6, unique record ids, one
+//! hour of 10 s intervals in arrival order (time-ordered, nodes interleaved), one UTC day.
+//!
+//! Part 1 (`insert`): [`CHUNK_ROWS`]-row inserts (the sink's default `--batch-rows`) one after
+//! the other into `netmeter.flows` as `migrate` creates it (ReplacingMergeTree, skip indexes,
+//! the insert-triggered rollup change marks), each with its own `insert_deduplication_token` as
+//! the sink sets one; the table is truncated before every run. Variants, interleaved round by
+//! round (order rotated) so machine noise hits all:
+//! - `ours`: `pipeline::insert` with the sink's own client (`ClickHouseArgs::client`: the
+//!   `clickhouse` crate 0.15 with validation on, i.e. `RowBinaryWithNamesAndTypes`, and LZ4,
+//!   the crate's default compression with its `lz4` feature, which the workspace enables):
+//!   the figure of the goal;
+//! - `native-lz4` / `native-plain`: the reference. The same rows in the same chunks as `INSERT
+//!   INTO netmeter.flows (columns) FORMAT Native`, the bodies prepared before the clock starts:
+//!   ClickHouse itself encodes each chunk (the rows go into a Memory table and come back with
+//!   `FORMAT Native`; their order is checked), and for `-lz4` the body is cut into 256 KiB
+//!   frames and compressed beforehand, as the crate frames it. Sent with the same HTTP client
+//!   (`insert_formatted_with`). The faster of the two is the ratio's reference;
+//! - what-ifs, to find and close the gap (`NETMETER_BENCH_VARIANTS=all`): `ours-rowbinary`
+//!   (validation off: plain `RowBinary`), `ours-plain` (no compression), `rbwnat-lz4` (ours's
+//!   bytes, encoded by ClickHouse and pre-compressed: the server's cost of our format alone),
+//!   `ours-native` (the crate's `BlockBuilder` + `insert_native`), `ours-input` (`RowBinary`
+//!   read through `input()` with `String` for `LowCardinality(String)`), `ours-native-lc` (a
+//!   `Native` encoder written here that sends `LowCardinality` columns as dictionaries, as the
+//!   reference does) and `ours-native-lc-ahead` (that, encoding the next batch while the
+//!   previous insert runs, one insert in flight: the proposed change).
+//!
+//! Every run is checked: `count()` and a hash over every column equal those of the first run.
+//! CPU is this process's (`CLOCK_PROCESS_CPUTIME_ID`: the client's serialization, compression
+//! and HTTP) and ClickHouse's (`/proc`), next to wall time; "others" is what the rest of the
+//! machine used meanwhile (this bench shares 2 cores with whoever else runs). ClickHouse is
+//! restarted once with `system.query_log` and `system.processors_profile_log` enabled, so the
+//! report shows where the server spends each variant's insert (parsing vs. writing parts).
+//! The refreshable rollup views are stopped (`SYSTEM STOP VIEWS`) so their once-a-minute
+//! recomputation does not land in one variant's run; the insert-triggered view stays.
+//!
+//! Part 2 (`e2e`): the release sink binary (built by `cargo bench` beside this bench, default
+//! flags: 50,000-row batches, 5 s age) started with the rows waiting on the flows topic as the
+//! attributor writes them (protobuf, up to 900 kB per message); timed from readiness, batch by
+//! batch, until `count()` reaches the number of rows, next to a plain consumer reading the same
+//! messages. Once, and with fewer rows than part 1: tansu (SQLite) takes ~13 s to accept
+//! 200,000 records and serves ~60k rows/s, so this part measures the broker as much as the sink.
+
+use netmeter_tests::bench::{
+    NAMESPACES, WORKLOADS, clickhouse_launcher, env_number, env_or, machine_busy, median,
+    process_cpu, process_cpu_self, rate,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use clickhouse::insert_formatted::CompressedData;
+use clickhouse::native::builder::BlockBuilder;
+use clickhouse::native::encode::Encode;
+use clickhouse::{Client, Compression, Row};
+use netmeter_proto::{EndpointView, FlowView, Schema};
+use netmeter_sink::pipeline;
+use netmeter_sink::row::FlowRow;
+use netmeter_sink::schema::{SchemaSettings, migrate};
+use netmeter_tests::Stack;
+use netmeter_tests::records::{TestProducer, now_ms};
+use netmeter_tests::service::RunningService;
+use netmeter_tests::stack::PARTITIONS;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use uuid::Uuid;
+
+/// Built by `cargo bench` with the bench profile (release) next to this bench.
+const SINK: &str = env!("CARGO_BIN_EXE_netmeter-sink");
+const DATABASE: &str = "netmeter";
+const TABLE: &str = "flows";
+/// The sink's default `--batch-rows`.
+const CHUNK_ROWS: usize = 50_000;
+/// The frame the `clickhouse` crate compresses and sends (its `BUFFER_SIZE`).
+const FRAME_BYTES: usize = 256 * 1024;
+/// The attributor's default `--max-message-bytes`.
+const MAX_MESSAGE_BYTES: usize = 900_000;
+const GOAL_RATIO: f64 = 0.8;
+const INTERVAL_MS: u64 = 10_000;
+const HOUR_MS: u64 = 3_600_000;
+const E2E_TIMEOUT: Duration = Duration::from_secs(180);
+/// Where part 1 lets ClickHouse encode one chunk.
+const SCRATCH: &str = "bench_chunk";
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let n = env_number("NETMETER_BENCH_ROWS", 1_000_000)?;
+    let reps = env_number("NETMETER_BENCH_REPS", 5)?;
+    let parts = env_or("NETMETER_BENCH_PARTS", "insert,e2e");
+    let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
+    for part in &parts {
+        ensure!(
+            ["insert", "e2e"].contains(part),
+            "NETMETER_BENCH_PARTS: unknown part {part:?}; expected insert and/or e2e"
+        );
+    }
+    let variants = match std::env::var("NETMETER_BENCH_VARIANTS") {
+        Ok(list) => list
+            .split(',')
+            .map(|name| Variant::parse(name.trim()))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .concat(),
+        Err(_) => Variant::DEFAULT.to_vec(),
+    };
+
+    let generated = Instant::now();
+    let rows = generate(n);
+    println!(
+        "setup: {n} rows ({}) generated in {:.1} s",
+        describe(&rows),
+        generated.elapsed().as_secs_f64()
+    );
+
+    let launcher = clickhouse_launcher(Path::new(SINK))?;
+    // SAFETY: no other thread exists yet (the runtime and Kafka clients come below), so
+    // nothing reads the environment concurrently.
+    unsafe { std::env::set_var("NETMETER_STACK_BIN", &launcher) };
+    // As the sink's `#[tokio::main]` on this 2-core machine.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // Children die with the thread that started them: everything starts on this thread.
+    let stack_started = Instant::now();
+    let mut stack = runtime.block_on(Stack::start())?;
+    enable_query_logs(&mut stack)?;
+    println!(
+        "stack (tansu broker + ClickHouse 26.7) up in {:.1} s; ClickHouse at {} (with query_log and processors_profile_log)",
+        stack_started.elapsed().as_secs_f64(),
+        stack.clickhouse_url()
+    );
+    let server = stack.clickhouse_client();
+    let report = runtime.block_on(migrate(&server, &SchemaSettings::new(DATABASE)))?;
+    println!("schema: {report}");
+    if let Err(err) = runtime.block_on(server.query("SYSTEM STOP VIEWS").execute()) {
+        println!("NOTE: could not stop the refreshable views ({err}); runs may be noisier");
+    }
+
+    let mut insert_report = None;
+    if parts.contains(&"insert") {
+        insert_report = Some(runtime.block_on(bench_insert(&stack, &rows, &variants, reps))?);
+    }
+    let mut e2e_report = None;
+    if parts.contains(&"e2e") {
+        let e2e_rows = env_number("NETMETER_BENCH_E2E_ROWS", 200_000)?.min(rows.len());
+        e2e_report = Some(bench_e2e(&runtime, &stack, &rows[..e2e_rows])?);
+    }
+    if let Some(r) = &insert_report {
+        r.print();
+    }
+    if let Some(e) = &e2e_report {
+        e.print(insert_report.as_ref());
+    }
+    stack.stop();
+    println!(
+        "\ntotal bench time {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rows
+
+/// A deterministic generator (splitmix64), so every run sees the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix(self.0)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    fn pick_str(&mut self, items: &[&'static str]) -> &'static str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// splitmix64's finalizer: a bijection, so distinct inputs give distinct outputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const CLUSTER: &str = "bench";
+const REGION: &str = "eu-west-1";
+const ZONES: [&str; 3] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
+const NODES: usize = 100;
+const PODS: usize = 3_000;
+
+const AWS_IN_REGION: [&str; 3] = ["S3", "DYNAMODB", "EC2"];
+const AWS_OTHER_REGION: [&str; 3] = ["S3", "EC2", "CLOUDFRONT"];
+/// `remote_network` names a rules file gives private ranges outside the cluster.
+const NETWORKS: [&str; 3] = ["nat-gateway", "peered-vpc", "on-prem"];
+const SERVER_PORTS: [u16; 8] = [443, 80, 8080, 5432, 6379, 9092, 3306, 9000];
+
+struct Pod {
+    namespace: &'static str,
+    kind: &'static str,
+    workload: String,
+    name: String,
+    node: usize,
+    ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    host_network: bool,
+}
+
+/// A remote endpoint outside the cluster, with the class and price (USD per GiB) it implies.
+struct External {
+    cloud: &'static str,
+    region: &'static str,
+    service: &'static str,
+    network: &'static str,
+    class: &'static str,
+    usd_per_gib: f64,
+    ipv4: Ipv4Addr,
+    ipv6: Ipv6Addr,
+}
+
+fn pods(rng: &mut Rng) -> Vec<Pod> {
+    (0..PODS)
+        .map(|i| {
+            let node = i % NODES;
+            let slot = i / NODES;
+            let namespace = *rng.pick(&NAMESPACES);
+            let workload = format!("{}-{}", rng.pick(&WORKLOADS), i % 30);
+            let host_network = rng.chance(3);
+            let kind = if host_network {
+                "DaemonSet"
+            } else {
+                *rng.pick(&["Deployment", "Deployment", "Deployment", "StatefulSet"])
+            };
+            let ipv4 = if host_network {
+                Ipv4Addr::new(10, 0, 0, 10 + node as u8)
+            } else {
+                Ipv4Addr::new(10, 1, node as u8, 2 + slot as u8)
+            };
+            let ipv6 = (!host_network && rng.chance(10))
+                .then(|| Ipv6Addr::new(0xfd00, 0x10, 1, node as u16, 0, 0, 0, 2 + slot as u16));
+            Pod {
+                name: format!(
+                    "{workload}-{:08x}-{:05x}",
+                    rng.next() as u32,
+                    rng.below(1 << 20)
+                ),
+                namespace,
+                kind,
+                workload,
+                node,
+                ipv4,
+                ipv6,
+                host_network,
+            }
+        })
+        .collect()
+}
+
+fn external(rng: &mut Rng) -> External {
+    let v6 = Ipv6Addr::from(
+        (0x2a05_d07a_u128 << 96) | (u128::from(rng.next()) << 32) | u128::from(rng.next() as u32),
+    );
+    let ipv4 = Ipv4Addr::from((52u32 << 24) | (rng.next() as u32 & 0x00ff_ffff));
+    let mut rng2 = Rng(rng.next());
+    match rng2.below(40) {
+        0..=9 => External {
+            cloud: "aws",
+            region: REGION,
+            service: rng2.pick_str(&AWS_IN_REGION),
+            network: "",
+            class: "INTRA_REGION",
+            usd_per_gib: 0.0,
+            ipv4,
+            ipv6: v6,
+        },
+        10..=13 => External {
+            cloud: "aws",
+            region: "us-east-1",
+            service: rng2.pick_str(&AWS_OTHER_REGION),
+            network: "",
+            class: "INTER_REGION",
+            usd_per_gib: 0.02,
+            ipv4,
+            ipv6: v6,
+        },
+        14..=15 => External {
+            cloud: "gcp",
+            region: "europe-west1",
+            service: "",
+            network: "",
+            class: "INTER_CLOUD",
+            usd_per_gib: 0.09,
+            ipv4: Ipv4Addr::from((34u32 << 24) | (rng2.next() as u32 & 0x00ff_ffff)),
+            ipv6: v6,
+        },
+        16..=23 => External {
+            cloud: "",
+            region: "",
+            service: "",
+            network: rng2.pick_str(&NETWORKS),
+            class: "VPC",
+            usd_per_gib: 0.045,
+            ipv4: Ipv4Addr::new(10, 60, rng2.below(256) as u8, rng2.below(256) as u8),
+            ipv6: Ipv6Addr::new(0xfd00, 0x60, 0, 0, 0, 0, 0, rng2.below(65536) as u16),
+        },
+        _ => External {
+            cloud: "",
+            region: "",
+            service: "",
+            network: "",
+            class: "INTERNET",
+            usd_per_gib: 0.09,
+            ipv4: Ipv4Addr::from(rng2.next() as u32 | 0x0100_0000),
+            ipv6: Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(rng2.next()) | (1 << 64)),
+        },
+    }
+}
+
+/// `n` rows over one recent hour that lies within one UTC day (one partition of `flows`).
+fn generate(n: usize) -> Vec<FlowRow> {
+    let mut rng = Rng(0x5eed_0002);
+    let pods = pods(&mut rng);
+    let dual: Vec<usize> = (0..pods.len())
+        .filter(|&i| pods[i].ipv6.is_some())
+        .collect();
+    let by_node: Vec<Vec<usize>> = (0..NODES)
+        .map(|node| (0..pods.len()).filter(|&i| pods[i].node == node).collect())
+        .collect();
+    let externals: Vec<External> = (0..5_000).map(|_| external(&mut rng)).collect();
+    let mut hour = (now_ms() - 2 * HOUR_MS) / HOUR_MS * HOUR_MS;
+    if (hour / HOUR_MS) % 24 == 23 {
+        hour -= HOUR_MS;
+    }
+    let intervals = (HOUR_MS / INTERVAL_MS) as usize;
+    (0..n)
+        .map(|i| {
+            let local = &pods[rng.below(PODS as u64) as usize];
+            let v6 = local.ipv6.is_some() && rng.chance(50);
+            let local_ip = match (v6, local.ipv6) {
+                (true, Some(ip)) => ip,
+                _ => local.ipv4.to_ipv6_mapped(),
+            };
+            let client_side = rng.chance(50);
+            let ephemeral = 32_768 + rng.below(28_000) as u16;
+            let server_port = *rng.pick(&SERVER_PORTS);
+            let (local_port, remote_port) = if client_side {
+                (ephemeral, server_port)
+            } else {
+                (server_port, ephemeral)
+            };
+            let bytes = 10f64.powf(2.0 + 6.0 * (rng.below(1_000_000) as f64 / 1e6)) as u64;
+            let direction = if rng.chance(50) { "out" } else { "in" };
+            let zone = ZONES[local.node % ZONES.len()];
+            let mut row = FlowRow {
+                record_id: Uuid::from_u64_pair(mix(i as u64 ^ 0x6e65_746d), rng.next()),
+                generation: 0,
+                interval_start_unix_ms: hour + (i * intervals / n.max(1)) as u64 * INTERVAL_MS,
+                interval_seconds: (INTERVAL_MS / 1000) as u32,
+                cluster: CLUSTER.into(),
+                direction: direction.into(),
+                protocol: if rng.chance(90) { "tcp" } else { "udp" }.into(),
+                class: String::new(),
+                local_cloud: "aws".into(),
+                local_region: REGION.into(),
+                local_zone: zone.into(),
+                local_node: format!("node-{:03}", local.node),
+                local_namespace: local.namespace.into(),
+                local_pod: if local.host_network {
+                    String::new()
+                } else {
+                    local.name.clone()
+                },
+                local_workload_kind: local.kind.into(),
+                local_workload_name: local.workload.clone(),
+                local_app: local.workload.clone(),
+                local_ip,
+                local_port,
+                local_host_network: local.host_network,
+                remote_cloud: String::new(),
+                remote_region: String::new(),
+                remote_zone: String::new(),
+                remote_node: String::new(),
+                remote_namespace: String::new(),
+                remote_pod: String::new(),
+                remote_workload_kind: String::new(),
+                remote_workload_name: String::new(),
+                remote_app: String::new(),
+                remote_ip: Ipv6Addr::UNSPECIFIED,
+                remote_port,
+                remote_host_network: false,
+                remote_service: String::new(),
+                remote_network: String::new(),
+                bytes,
+                packets: bytes / 1_400 + 1,
+                cost_usd: 0.0,
+            };
+            let usd_per_gib = if rng.chance(60) {
+                // Pod to pod: same node, same zone or another zone.
+                let remote = match rng.below(6) {
+                    _ if v6 => &pods[*rng.pick(&dual)],
+                    0 => &pods[*rng.pick(&by_node[local.node])],
+                    1..=3 => {
+                        let node = (local.node + 3 * (1 + rng.below(32) as usize)) % NODES;
+                        &pods[*rng.pick(&by_node[node])]
+                    }
+                    _ => &pods[rng.below(PODS as u64) as usize],
+                };
+                let remote_zone = ZONES[remote.node % ZONES.len()];
+                let (class, price) = if remote.node == local.node {
+                    ("INTRA_NODE", 0.0)
+                } else if remote_zone == zone {
+                    ("INTRA_ZONE", 0.0)
+                } else {
+                    ("INTER_ZONE", 0.01)
+                };
+                row.class = class.into();
+                row.remote_cloud = "aws".into();
+                row.remote_region = REGION.into();
+                row.remote_zone = remote_zone.into();
+                row.remote_node = format!("node-{:03}", remote.node);
+                row.remote_namespace = remote.namespace.into();
+                row.remote_pod = if remote.host_network {
+                    String::new()
+                } else {
+                    remote.name.clone()
+                };
+                row.remote_workload_kind = remote.kind.into();
+                row.remote_workload_name = remote.workload.clone();
+                row.remote_app = remote.workload.clone();
+                row.remote_host_network = remote.host_network;
+                row.remote_ip = match (v6, remote.ipv6) {
+                    (true, Some(ip)) => ip,
+                    _ => remote.ipv4.to_ipv6_mapped(),
+                };
+                price
+            } else {
+                let remote = rng.pick(&externals);
+                row.class = remote.class.into();
+                row.remote_cloud = remote.cloud.into();
+                row.remote_region = remote.region.into();
+                row.remote_service = remote.service.into();
+                row.remote_network = remote.network.into();
+                row.remote_ip = if v6 {
+                    remote.ipv6
+                } else {
+                    remote.ipv4.to_ipv6_mapped()
+                };
+                // Internet ingress is free.
+                if remote.class == "INTERNET" && direction == "in" {
+                    0.0
+                } else {
+                    remote.usd_per_gib
+                }
+            };
+            row.cost_usd = bytes as f64 / (1u64 << 30) as f64 * usd_per_gib;
+            row
+        })
+        .collect()
+}
+
+fn describe(rows: &[FlowRow]) -> String {
+    let share = |f: &dyn Fn(&FlowRow) -> bool| {
+        100.0 * rows.iter().filter(|r| f(r)).count() as f64 / rows.len().max(1) as f64
+    };
+    let mut classes: Vec<(&str, f64)> = [
+        "INTRA_NODE",
+        "INTRA_ZONE",
+        "INTER_ZONE",
+        "INTRA_REGION",
+        "INTER_REGION",
+        "INTER_CLOUD",
+        "VPC",
+        "INTERNET",
+    ]
+    .iter()
+    .map(|c| (*c, share(&|r| r.class == *c)))
+    .collect();
+    classes.retain(|(_, s)| *s > 0.0);
+    format!(
+        "{}; IPv6 {:.1}%, host network {:.1}%",
+        classes
+            .iter()
+            .map(|(c, s)| format!("{c} {s:.1}%"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        share(&|r| r.local_ip.to_ipv4_mapped().is_none()),
+        share(&|r| r.local_host_network),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1: insert path vs pre-encoded Native
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Ours,
+    NativeLz4,
+    NativePlain,
+    OursRowBinary,
+    OursPlain,
+    RbwnatLz4,
+    OursNative,
+    OursInput,
+    OursNativeLc,
+    OursNativeLcAhead,
+}
+
+impl Variant {
+    const ALL: [Variant; 10] = [
+        Variant::Ours,
+        Variant::NativeLz4,
+        Variant::NativePlain,
+        Variant::OursNativeLcAhead,
+        Variant::OursNativeLc,
+        Variant::OursInput,
+        Variant::OursNative,
+        Variant::OursRowBinary,
+        Variant::OursPlain,
+        Variant::RbwnatLz4,
+    ];
+    /// Without `NETMETER_BENCH_VARIANTS`: the goal's figures and the proposed change; the other
+    /// what-ifs explain the gap and are kept out of the default run to stay near 3 minutes.
+    const DEFAULT: [Variant; 4] = [
+        Variant::Ours,
+        Variant::NativeLz4,
+        Variant::NativePlain,
+        Variant::OursNativeLcAhead,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Ours => "ours",
+            Variant::NativeLz4 => "native-lz4",
+            Variant::NativePlain => "native-plain",
+            Variant::OursRowBinary => "ours-rowbinary",
+            Variant::OursPlain => "ours-plain",
+            Variant::RbwnatLz4 => "rbwnat-lz4",
+            Variant::OursNative => "ours-native",
+            Variant::OursInput => "ours-input",
+            Variant::OursNativeLc => "ours-native-lc",
+            Variant::OursNativeLcAhead => "ours-native-lc-ahead",
+        }
+    }
+
+    fn parse(name: &str) -> anyhow::Result<Vec<Variant>> {
+        if name == "all" {
+            return Ok(Variant::ALL.to_vec());
+        }
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.name() == name)
+            .map(|v| vec![v])
+            .with_context(|| {
+                format!(
+                    "NETMETER_BENCH_VARIANTS: unknown variant {name:?}; expected all or some of {}",
+                    Variant::ALL.map(Variant::name).join(",")
+                )
+            })
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Variant::Ours => "ours: pipeline::insert, sink client (RBWNAT, LZ4)",
+            Variant::NativeLz4 => "ref: pre-encoded Native, LZ4 frames",
+            Variant::NativePlain => "ref: pre-encoded Native, uncompressed",
+            Variant::OursRowBinary => "what-if: ours without validation (RowBinary)",
+            Variant::OursPlain => "what-if: ours without compression",
+            Variant::RbwnatLz4 => "diag: pre-encoded RBWNAT (ours's bytes), LZ4",
+            Variant::OursNative => "what-if: crate's Native block (insert_native)",
+            Variant::OursInput => "what-if: RowBinary via input(), LC as String, LZ4",
+            Variant::OursNativeLc => "what-if: own Native encoder, LC dictionaries, LZ4",
+            Variant::OursNativeLcAhead => "proposal: own Native+LC encoder, 1 batch ahead",
+        }
+    }
+
+    fn is_reference(self) -> bool {
+        matches!(self, Variant::NativeLz4 | Variant::NativePlain)
+    }
+}
+
+/// One chunk's bodies as ClickHouse encodes them.
+struct Encoded {
+    native: Vec<u8>,
+    rbwnat: Vec<u8>,
+}
+
+/// A body ready to send: uncompressed frames, or frames compressed beforehand.
+enum Frames {
+    Plain(Vec<Vec<u8>>),
+    Lz4(Vec<CompressedData>),
+}
+
+impl Frames {
+    fn new(body: &[u8], lz4: bool) -> anyhow::Result<Frames> {
+        let frames = body.chunks(FRAME_BYTES);
+        Ok(if lz4 {
+            Frames::Lz4(
+                frames
+                    .map(|f| CompressedData::new(f, Compression::Lz4))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            Frames::Plain(frames.map(<[u8]>::to_vec).collect())
+        })
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: f64,
+    /// This process.
+    cpu: f64,
+    clickhouse_cpu: f64,
+    /// Everything else on the machine, in cores.
+    others: f64,
+}
+
+struct InsertReport {
+    /// (variant, server processor, milliseconds per insert).
+    breakdown: Vec<(String, String, f64)>,
+    rows: usize,
+    variants: Vec<(Variant, Vec<Sample>)>,
+    chunks: usize,
+    native_bytes: usize,
+    rbwnat_bytes: usize,
+}
+
+/// The clients: the sink's own (from its flags, as its `run` builds it) and two reconfigured.
+struct Clients {
+    sink: Client,
+    plain: Client,
+    rowbinary: Client,
+    /// `flows`'s columns for `input()`, `LowCardinality(T)` as `T` (see [`insert_input`]).
+    input_structure: String,
+}
+
+async fn bench_insert(
+    stack: &Stack,
+    rows: &[FlowRow],
+    variants: &[Variant],
+    reps: usize,
+) -> anyhow::Result<InsertReport> {
+    let args = netmeter_sink::Args::try_parse_from([
+        "netmeter-sink",
+        "--clickhouse-url",
+        &stack.clickhouse_url(),
+    ])?;
+    let sink = args.clickhouse.client().with_database(DATABASE);
+    let input_structure = input_structure(&sink).await?;
+    let clients = Clients {
+        plain: sink.clone().with_compression(Compression::None),
+        rowbinary: sink.clone().with_validation(false),
+        sink,
+        input_structure,
+    };
+    let chunks: Vec<&[FlowRow]> = rows.chunks(CHUNK_ROWS).collect();
+
+    let prepared = Instant::now();
+    let encoded = encode_chunks(
+        &clients.sink,
+        &chunks,
+        variants.contains(&Variant::RbwnatLz4),
+    )
+    .await?;
+    let native_bytes: usize = encoded.iter().map(|e| e.native.len()).sum();
+    let rbwnat_bytes: usize = encoded.iter().map(|e| e.rbwnat.len()).sum();
+    println!(
+        "part 1: {} chunks of up to {CHUNK_ROWS} rows encoded by ClickHouse in {:.1} s: Native {:.0} MB uncompressed",
+        chunks.len(),
+        prepared.elapsed().as_secs_f64(),
+        native_bytes as f64 / 1e6,
+    );
+
+    let clickhouse_pid = stack.clickhouse.pid();
+    let server = stack.clickhouse_client();
+    // Warm-up: table metadata cached in each client, connections open, server code paths hot.
+    let few = chunks.len().min(2);
+    for &variant in variants {
+        truncate(&server).await?;
+        let frames = prepare(variant, &encoded[..few])?;
+        run(variant, &clients, &chunks[..few], frames, "warm-up").await?;
+    }
+    let mut expected: Option<(u64, u64)> = None;
+    let mut samples: Vec<(Variant, Vec<Sample>)> =
+        variants.iter().map(|v| (*v, Vec::new())).collect();
+    for round in 0..reps {
+        let mut line = Vec::new();
+        for k in 0..variants.len() {
+            // Rotated so no variant always runs right after the same one.
+            let index = (k + round) % variants.len();
+            let variant = variants[index];
+            truncate(&server).await?;
+            let frames = prepare(variant, &encoded)?;
+            let (cpu0, ch0, busy0) = (
+                process_cpu_self(),
+                process_cpu(clickhouse_pid),
+                machine_busy(),
+            );
+            let started = Instant::now();
+            run(variant, &clients, &chunks, frames, &format!("round{round}")).await?;
+            let wall = started.elapsed().as_secs_f64();
+            let cpu = process_cpu_self() - cpu0;
+            let clickhouse_cpu = process_cpu(clickhouse_pid) - ch0;
+            let others = ((machine_busy() - busy0) - cpu - clickhouse_cpu).max(0.0) / wall;
+            let content = content_hash(&server).await?;
+            ensure!(
+                content.0 == rows.len() as u64,
+                "{}: {} rows in the table after inserting {}",
+                variant.name(),
+                content.0,
+                rows.len()
+            );
+            match expected {
+                None => expected = Some(content),
+                Some(e) => ensure!(
+                    e == content,
+                    "{}: the table's content differs from the first run's (hash {} vs {})",
+                    variant.name(),
+                    content.1,
+                    e.1
+                ),
+            }
+            samples[index].1.push(Sample {
+                wall,
+                cpu,
+                clickhouse_cpu,
+                others,
+            });
+            line.push(format!("{} {}", variant.name(), rate(rows.len(), wall)));
+        }
+        println!("round {}: {}", round + 1, line.join(", "));
+    }
+    truncate(&server).await?;
+    let breakdown = server_breakdown(&server).await.unwrap_or_else(|err| {
+        println!("NOTE: no server breakdown ({err})");
+        Vec::new()
+    });
+    Ok(InsertReport {
+        breakdown,
+        rows: rows.len(),
+        variants: samples,
+        chunks: chunks.len(),
+        native_bytes,
+        rbwnat_bytes,
+    })
+}
+
+/// Lets ClickHouse encode each chunk: the rows go through the sink's insert path into a Memory
+/// table and come back as `FORMAT Native` (and as the `RowBinaryWithNamesAndTypes` ours sends),
+/// in insertion order, which is checked.
+async fn encode_chunks(
+    client: &Client,
+    chunks: &[&[FlowRow]],
+    with_rbwnat: bool,
+) -> anyhow::Result<Vec<Encoded>> {
+    let columns = <FlowRow as Row>::COLUMN_NAMES.join(", ");
+    client
+        .query(&format!("DROP TABLE IF EXISTS {SCRATCH}"))
+        .execute()
+        .await?;
+    client
+        .query(&format!(
+            "CREATE TABLE {SCRATCH} ENGINE = Memory AS SELECT {columns} FROM {TABLE} LIMIT 0"
+        ))
+        .execute()
+        .await?;
+    let select = format!("SELECT {columns} FROM {SCRATCH} SETTINGS max_threads = 1");
+    let mut encoded = Vec::with_capacity(chunks.len());
+    for (i, chunk) in chunks.iter().enumerate() {
+        client
+            .query(&format!("TRUNCATE TABLE {SCRATCH}"))
+            .execute()
+            .await?;
+        pipeline::insert(client, SCRATCH, chunk, &format!("encode-{i}")).await?;
+        let ids: Vec<Uuid> = client
+            .query(&format!(
+                "SELECT record_id FROM {SCRATCH} SETTINGS max_threads = 1"
+            ))
+            .fetch_all::<UuidRow>()
+            .await?
+            .into_iter()
+            .map(|r| r.record_id)
+            .collect();
+        ensure!(
+            ids.len() == chunk.len()
+                && ids.iter().zip(chunk.iter()).all(|(a, b)| *a == b.record_id),
+            "chunk {i}: ClickHouse did not return the rows in insertion order"
+        );
+        let native = client
+            .query(&select)
+            .fetch_bytes("Native")?
+            .collect()
+            .await?;
+        let rbwnat = if with_rbwnat {
+            client
+                .query(&select)
+                .fetch_bytes("RowBinaryWithNamesAndTypes")?
+                .collect()
+                .await?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        encoded.push(Encoded {
+            native: native.to_vec(),
+            rbwnat,
+        });
+    }
+    client
+        .query(&format!("DROP TABLE {SCRATCH}"))
+        .execute()
+        .await?;
+    Ok(encoded)
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct UuidRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    record_id: Uuid,
+}
+
+/// What a variant sends, per chunk, made before the clock starts: nothing for the variants
+/// that serialize rows themselves, the frames of ClickHouse's own encoding for the others.
+fn prepare(variant: Variant, encoded: &[Encoded]) -> anyhow::Result<Vec<Frames>> {
+    fn body(variant: Variant, e: &Encoded) -> &[u8] {
+        match variant {
+            Variant::RbwnatLz4 => &e.rbwnat,
+            _ => &e.native,
+        }
+    }
+    match variant {
+        Variant::Ours
+        | Variant::OursRowBinary
+        | Variant::OursPlain
+        | Variant::OursNative
+        | Variant::OursInput
+        | Variant::OursNativeLc
+        | Variant::OursNativeLcAhead => Ok(Vec::new()),
+        Variant::NativeLz4 | Variant::RbwnatLz4 => encoded
+            .iter()
+            .map(|e| Frames::new(body(variant, e), true))
+            .collect(),
+        Variant::NativePlain => encoded
+            .iter()
+            .map(|e| Frames::new(body(variant, e), false))
+            .collect(),
+    }
+}
+
+/// Inserts every chunk, one after the other, each with its own dedup token (as the sink does):
+/// rows through `pipeline::insert`, or the prepared frames through the same HTTP client.
+async fn run(
+    variant: Variant,
+    clients: &Clients,
+    chunks: &[&[FlowRow]],
+    frames: Vec<Frames>,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let token = |i: usize| format!("bench-{}-{tag}-{i}", variant.name());
+    match variant {
+        Variant::Ours | Variant::OursRowBinary | Variant::OursPlain => {
+            let client = match variant {
+                Variant::Ours => &clients.sink,
+                Variant::OursRowBinary => &clients.rowbinary,
+                _ => &clients.plain,
+            };
+            for (i, chunk) in chunks.iter().enumerate() {
+                pipeline::insert(client, TABLE, chunk, &token(i)).await?;
+            }
+        }
+        Variant::OursNative => {
+            for (i, chunk) in chunks.iter().enumerate() {
+                insert_native(&clients.sink, TABLE, chunk, &token(i)).await?;
+            }
+        }
+        Variant::OursInput => {
+            for (i, chunk) in chunks.iter().enumerate() {
+                insert_input(&clients.sink, &clients.input_structure, chunk, &token(i)).await?;
+            }
+        }
+        Variant::OursNativeLc => {
+            for (i, chunk) in chunks.iter().enumerate() {
+                let mut body = Vec::new();
+                encode_native(chunk, &mut body);
+                send_native(&clients.sink, &body, &token(i)).await?;
+            }
+        }
+        Variant::OursNativeLcAhead => {
+            // One insert in flight, in order, as a sink that keeps reading and encoding the
+            // next batch while ClickHouse writes the previous one (and commits in order).
+            let mut in_flight: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+            for (i, chunk) in chunks.iter().enumerate() {
+                let mut body = Vec::new();
+                encode_native(chunk, &mut body);
+                if let Some(previous) = in_flight.take() {
+                    previous.await??;
+                }
+                let (client, token) = (clients.sink.clone(), token(i));
+                in_flight = Some(tokio::spawn(async move {
+                    send_native(&client, &body, &token).await
+                }));
+            }
+            if let Some(last) = in_flight {
+                last.await??;
+            }
+        }
+        Variant::NativeLz4 | Variant::NativePlain | Variant::RbwnatLz4 => {
+            let format = match variant {
+                Variant::RbwnatLz4 => "RowBinaryWithNamesAndTypes",
+                _ => "Native",
+            };
+            let sql = format!(
+                "INSERT INTO {TABLE} ({}) FORMAT {format}",
+                <FlowRow as Row>::COLUMN_NAMES.join(", ")
+            );
+            ensure!(frames.len() == chunks.len(), "one body per chunk");
+            for (i, body) in frames.into_iter().enumerate() {
+                let client = match body {
+                    Frames::Plain(_) => &clients.plain,
+                    Frames::Lz4(_) => &clients.sink,
+                };
+                let mut insert = client
+                    .insert_formatted_with(sql.clone())
+                    .with_setting("insert_deduplication_token", token(i));
+                match body {
+                    Frames::Plain(frames) => {
+                        for frame in frames {
+                            insert.send(frame.into()).await?;
+                        }
+                    }
+                    Frames::Lz4(frames) => {
+                        for frame in frames {
+                            insert.send_compressed(frame).await?;
+                        }
+                    }
+                }
+                insert.end().await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The change this bench proposes for `pipeline::insert`, written here to measure it: the rows
+/// as one `Native` block built column by column with the crate's `BlockBuilder`, sent with
+/// `insert_native` (same client, same dedup token). The crate writes `LowCardinality` columns
+/// as plain `String` and sends `Native` uncompressed (0.15.3).
+async fn insert_native(
+    client: &Client,
+    table: &str,
+    rows: &[FlowRow],
+    token: &str,
+) -> anyhow::Result<()> {
+    fn put<T: Encode>(
+        block: &mut BlockBuilder,
+        name: &str,
+        values: impl Iterator<Item = T>,
+    ) -> anyhow::Result<()> {
+        block
+            .upsert_column::<T>(name)?
+            .add_all(values)
+            .map_err(|e| anyhow::anyhow!("column {name}: {e}"))?;
+        Ok(())
+    }
+    type Text = fn(&FlowRow) -> &str;
+    let mut block = BlockBuilder::new();
+    put(&mut block, "record_id", rows.iter().map(|r| r.record_id))?;
+    put(&mut block, "generation", rows.iter().map(|r| r.generation))?;
+    put(
+        &mut block,
+        "interval_start_unix_ms",
+        rows.iter().map(|r| r.interval_start_unix_ms),
+    )?;
+    put(
+        &mut block,
+        "interval_seconds",
+        rows.iter().map(|r| r.interval_seconds),
+    )?;
+    let head: [(&str, Text); 4] = [
+        ("cluster", |r| &r.cluster),
+        ("direction", |r| &r.direction),
+        ("protocol", |r| &r.protocol),
+        ("class", |r| &r.class),
+    ];
+    for (name, text) in head {
+        put(&mut block, name, rows.iter().map(text))?;
+    }
+    let local: [(&str, Text); 9] = [
+        ("local_cloud", |r| &r.local_cloud),
+        ("local_region", |r| &r.local_region),
+        ("local_zone", |r| &r.local_zone),
+        ("local_node", |r| &r.local_node),
+        ("local_namespace", |r| &r.local_namespace),
+        ("local_pod", |r| &r.local_pod),
+        ("local_workload_kind", |r| &r.local_workload_kind),
+        ("local_workload_name", |r| &r.local_workload_name),
+        ("local_app", |r| &r.local_app),
+    ];
+    for (name, text) in local {
+        put(&mut block, name, rows.iter().map(text))?;
+    }
+    put(&mut block, "local_ip", rows.iter().map(|r| r.local_ip))?;
+    put(&mut block, "local_port", rows.iter().map(|r| r.local_port))?;
+    put(
+        &mut block,
+        "local_host_network",
+        rows.iter().map(|r| r.local_host_network),
+    )?;
+    let remote: [(&str, Text); 9] = [
+        ("remote_cloud", |r| &r.remote_cloud),
+        ("remote_region", |r| &r.remote_region),
+        ("remote_zone", |r| &r.remote_zone),
+        ("remote_node", |r| &r.remote_node),
+        ("remote_namespace", |r| &r.remote_namespace),
+        ("remote_pod", |r| &r.remote_pod),
+        ("remote_workload_kind", |r| &r.remote_workload_kind),
+        ("remote_workload_name", |r| &r.remote_workload_name),
+        ("remote_app", |r| &r.remote_app),
+    ];
+    for (name, text) in remote {
+        put(&mut block, name, rows.iter().map(text))?;
+    }
+    put(&mut block, "remote_ip", rows.iter().map(|r| r.remote_ip))?;
+    put(
+        &mut block,
+        "remote_port",
+        rows.iter().map(|r| r.remote_port),
+    )?;
+    put(
+        &mut block,
+        "remote_host_network",
+        rows.iter().map(|r| r.remote_host_network),
+    )?;
+    let tail: [(&str, Text); 2] = [
+        ("remote_service", |r| &r.remote_service),
+        ("remote_network", |r| &r.remote_network),
+    ];
+    for (name, text) in tail {
+        put(&mut block, name, rows.iter().map(text))?;
+    }
+    put(&mut block, "bytes", rows.iter().map(|r| r.bytes))?;
+    put(&mut block, "packets", rows.iter().map(|r| r.packets))?;
+    put(&mut block, "cost_usd", rows.iter().map(|r| r.cost_usd))?;
+    let block = block.build()?;
+    ensure!(
+        block.columns().len() == <FlowRow as Row>::COLUMN_NAMES.len(),
+        "the Native block misses columns of FlowRow"
+    );
+    let mut insert = client
+        .insert_native(table)
+        .with_setting("insert_deduplication_token", token);
+    insert.write(&block).await?;
+    insert.end().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// What-ifs: prototypes of a faster `pipeline::insert`, measured here before proposing them.
+// ClickHouse's row-wise parser (`BinaryRowInputFormat`) spends most of an insert's server time
+// putting values one by one into `LowCardinality` columns; these avoid that.
+
+/// `flows`'s insertable columns (those of [`FlowRow`]) with their types, `LowCardinality(T)`
+/// written as `T`, for `input('...')`.
+async fn input_structure(client: &Client) -> anyhow::Result<String> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct NameType {
+        name: String,
+        #[serde(rename = "type")]
+        ty: String,
+    }
+    let columns = client
+        .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+        .bind(DATABASE)
+        .bind(TABLE)
+        .fetch_all::<NameType>()
+        .await?;
+    <FlowRow as Row>::COLUMN_NAMES
+        .iter()
+        .map(|name| {
+            let column = columns
+                .iter()
+                .find(|c| c.name == *name)
+                .with_context(|| format!("{DATABASE}.{TABLE} has no column {name}"))?;
+            let ty = column
+                .ty
+                .strip_prefix("LowCardinality(")
+                .and_then(|t| t.strip_suffix(')'))
+                .unwrap_or(&column.ty);
+            Ok(format!("{name} {ty}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(|c| c.join(", "))
+}
+
+fn put_varuint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_string(out: &mut Vec<u8>, value: &str) {
+    put_varuint(out, value.len() as u64);
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// ClickHouse's UUID layout in RowBinary and Native: each 8-byte half little-endian.
+fn put_uuid(out: &mut Vec<u8>, id: &Uuid) {
+    let (high, low) = id.as_u64_pair();
+    out.extend_from_slice(&high.to_le_bytes());
+    out.extend_from_slice(&low.to_le_bytes());
+}
+
+/// One row in `RowBinary`, columns in [`FlowRow`]'s order.
+fn put_row_binary(out: &mut Vec<u8>, r: &FlowRow) {
+    put_uuid(out, &r.record_id);
+    out.extend_from_slice(&r.generation.to_le_bytes());
+    out.extend_from_slice(&r.interval_start_unix_ms.to_le_bytes());
+    out.extend_from_slice(&r.interval_seconds.to_le_bytes());
+    for text in [&r.cluster, &r.direction, &r.protocol, &r.class] {
+        put_string(out, text);
+    }
+    for (texts, ip, port, host_network) in [
+        (
+            [
+                &r.local_cloud,
+                &r.local_region,
+                &r.local_zone,
+                &r.local_node,
+                &r.local_namespace,
+                &r.local_pod,
+                &r.local_workload_kind,
+                &r.local_workload_name,
+                &r.local_app,
+            ],
+            r.local_ip,
+            r.local_port,
+            r.local_host_network,
+        ),
+        (
+            [
+                &r.remote_cloud,
+                &r.remote_region,
+                &r.remote_zone,
+                &r.remote_node,
+                &r.remote_namespace,
+                &r.remote_pod,
+                &r.remote_workload_kind,
+                &r.remote_workload_name,
+                &r.remote_app,
+            ],
+            r.remote_ip,
+            r.remote_port,
+            r.remote_host_network,
+        ),
+    ] {
+        for text in texts {
+            put_string(out, text);
+        }
+        out.extend_from_slice(&ip.octets());
+        out.extend_from_slice(&port.to_le_bytes());
+        out.push(u8::from(host_network));
+    }
+    put_string(out, &r.remote_service);
+    put_string(out, &r.remote_network);
+    out.extend_from_slice(&r.bytes.to_le_bytes());
+    out.extend_from_slice(&r.packets.to_le_bytes());
+    out.extend_from_slice(&r.cost_usd.to_le_bytes());
+}
+
+/// What-if 1, a small change: the same rows in plain `RowBinary`, read by the server through
+/// `input()` with `String` where the table has `LowCardinality(String)`, so the parser fills
+/// plain columns and the `INSERT ... SELECT` converts whole columns at once. LZ4 frames of
+/// 256 KiB as the crate's `Insert` sends them.
+async fn insert_input(
+    client: &Client,
+    structure: &str,
+    rows: &[FlowRow],
+    token: &str,
+) -> anyhow::Result<()> {
+    let columns = <FlowRow as Row>::COLUMN_NAMES.join(", ");
+    let sql = format!(
+        "INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM input('{structure}') FORMAT RowBinary"
+    );
+    let mut insert = client
+        .insert_formatted_with(sql)
+        .with_setting("insert_deduplication_token", token)
+        .buffered();
+    let mut row = Vec::with_capacity(1024);
+    for r in rows {
+        row.clear();
+        put_row_binary(&mut row, r);
+        insert.write_buffered(&row);
+        if insert.buf_len() >= FRAME_BYTES - 2048 {
+            insert.flush().await?;
+        }
+    }
+    insert.end().await?;
+    Ok(())
+}
+
+/// FxHash (rustc's): a fast hash for the short, repeated strings of a dictionary.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.add(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..tail.len()].copy_from_slice(tail);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type Dictionary<'a> =
+    std::collections::HashMap<&'a str, u32, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// How one column of `flows` is read from a [`FlowRow`] and written in `Native`.
+#[derive(Clone, Copy)]
+enum Cell {
+    /// Fixed-width values, appended as they are stored.
+    Fixed(fn(&FlowRow, &mut Vec<u8>)),
+    /// `String`: length-prefixed bytes.
+    Text(fn(&FlowRow) -> &str),
+    /// `LowCardinality(String)`: a dictionary of the block's distinct values, then an index
+    /// per row (what `clickhouse-client` sends), so the server merges a small dictionary
+    /// instead of hashing every value.
+    Dictionary(fn(&FlowRow) -> &str),
+}
+
+/// `flows`'s columns in [`FlowRow`]'s order, with their exact types.
+const NATIVE_COLUMNS: [(&str, &str, Cell); 37] = {
+    use Cell::{Dictionary as D, Fixed as F, Text as T};
+    const LC: &str = "LowCardinality(String)";
+    [
+        ("record_id", "UUID", F(|r, o| put_uuid(o, &r.record_id))),
+        (
+            "generation",
+            "UInt64",
+            F(|r, o| o.extend_from_slice(&r.generation.to_le_bytes())),
+        ),
+        (
+            "interval_start_unix_ms",
+            "UInt64",
+            F(|r, o| o.extend_from_slice(&r.interval_start_unix_ms.to_le_bytes())),
+        ),
+        (
+            "interval_seconds",
+            "UInt32",
+            F(|r, o| o.extend_from_slice(&r.interval_seconds.to_le_bytes())),
+        ),
+        ("cluster", LC, D(|r| &r.cluster)),
+        ("direction", LC, D(|r| &r.direction)),
+        ("protocol", LC, D(|r| &r.protocol)),
+        ("class", LC, D(|r| &r.class)),
+        ("local_cloud", LC, D(|r| &r.local_cloud)),
+        ("local_region", LC, D(|r| &r.local_region)),
+        ("local_zone", LC, D(|r| &r.local_zone)),
+        ("local_node", LC, D(|r| &r.local_node)),
+        ("local_namespace", LC, D(|r| &r.local_namespace)),
+        ("local_pod", "String", T(|r| &r.local_pod)),
+        ("local_workload_kind", LC, D(|r| &r.local_workload_kind)),
+        ("local_workload_name", LC, D(|r| &r.local_workload_name)),
+        ("local_app", LC, D(|r| &r.local_app)),
+        (
+            "local_ip",
+            "IPv6",
+            F(|r, o| o.extend_from_slice(&r.local_ip.octets())),
+        ),
+        (
+            "local_port",
+            "UInt16",
+            F(|r, o| o.extend_from_slice(&r.local_port.to_le_bytes())),
+        ),
+        (
+            "local_host_network",
+            "Bool",
+            F(|r, o| o.push(u8::from(r.local_host_network))),
+        ),
+        ("remote_cloud", LC, D(|r| &r.remote_cloud)),
+        ("remote_region", LC, D(|r| &r.remote_region)),
+        ("remote_zone", LC, D(|r| &r.remote_zone)),
+        ("remote_node", LC, D(|r| &r.remote_node)),
+        ("remote_namespace", LC, D(|r| &r.remote_namespace)),
+        ("remote_pod", "String", T(|r| &r.remote_pod)),
+        ("remote_workload_kind", LC, D(|r| &r.remote_workload_kind)),
+        ("remote_workload_name", LC, D(|r| &r.remote_workload_name)),
+        ("remote_app", LC, D(|r| &r.remote_app)),
+        (
+            "remote_ip",
+            "IPv6",
+            F(|r, o| o.extend_from_slice(&r.remote_ip.octets())),
+        ),
+        (
+            "remote_port",
+            "UInt16",
+            F(|r, o| o.extend_from_slice(&r.remote_port.to_le_bytes())),
+        ),
+        (
+            "remote_host_network",
+            "Bool",
+            F(|r, o| o.push(u8::from(r.remote_host_network))),
+        ),
+        ("remote_service", LC, D(|r| &r.remote_service)),
+        ("remote_network", LC, D(|r| &r.remote_network)),
+        (
+            "bytes",
+            "UInt64",
+            F(|r, o| o.extend_from_slice(&r.bytes.to_le_bytes())),
+        ),
+        (
+            "packets",
+            "UInt64",
+            F(|r, o| o.extend_from_slice(&r.packets.to_le_bytes())),
+        ),
+        (
+            "cost_usd",
+            "Float64",
+            F(|r, o| o.extend_from_slice(&r.cost_usd.to_le_bytes())),
+        ),
+    ]
+};
+
+/// One column being built: its values (fixed or text), or its dictionary and indexes.
+#[derive(Default)]
+struct ColumnData<'a> {
+    bytes: Vec<u8>,
+    dictionary: Dictionary<'a>,
+    keys: Vec<&'a str>,
+    indexes: Vec<u32>,
+}
+
+/// Encodes `rows` as one `Native` block with the types of `flows`. One pass over the rows,
+/// every column at once: a pass per column would fetch every row's strings 22 times from
+/// wherever the heap put them (measured: 2 us/row instead of well under 1).
+fn encode_native(rows: &[FlowRow], out: &mut Vec<u8>) {
+    const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
+    const NEED_UPDATE_DICTIONARY: u64 = 1 << 10;
+    let mut columns: Vec<ColumnData> = NATIVE_COLUMNS
+        .iter()
+        .map(|(_, _, cell)| {
+            let mut column = ColumnData::default();
+            match cell {
+                Cell::Fixed(_) => column.bytes.reserve(16 * rows.len()),
+                Cell::Text(_) => column.bytes.reserve(48 * rows.len()),
+                Cell::Dictionary(_) => column.indexes.reserve(rows.len()),
+            }
+            column
+        })
+        .collect();
+    for r in rows {
+        for ((_, _, cell), column) in NATIVE_COLUMNS.iter().zip(columns.iter_mut()) {
+            match *cell {
+                Cell::Fixed(put) => put(r, &mut column.bytes),
+                Cell::Text(get) => put_string(&mut column.bytes, get(r)),
+                Cell::Dictionary(get) => {
+                    let v = get(r);
+                    let keys = &mut column.keys;
+                    let index = *column.dictionary.entry(v).or_insert_with(|| {
+                        keys.push(v);
+                        keys.len() as u32 - 1
+                    });
+                    column.indexes.push(index);
+                }
+            }
+        }
+    }
+    put_varuint(out, NATIVE_COLUMNS.len() as u64);
+    put_varuint(out, rows.len() as u64);
+    for ((name, ty, cell), column) in NATIVE_COLUMNS.iter().zip(&columns) {
+        put_string(out, name);
+        put_string(out, ty);
+        if !matches!(cell, Cell::Dictionary(_)) {
+            out.extend_from_slice(&column.bytes);
+            continue;
+        }
+        // Serialization version: shared dictionaries with additional keys.
+        out.extend_from_slice(&1u64.to_le_bytes());
+        let width: u64 = match column.keys.len() {
+            0..=256 => 0,
+            257..=65_536 => 1,
+            _ => 2,
+        };
+        out.extend_from_slice(
+            &(width | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY).to_le_bytes(),
+        );
+        out.extend_from_slice(&(column.keys.len() as u64).to_le_bytes());
+        for key in &column.keys {
+            put_string(out, key);
+        }
+        out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+        match width {
+            0 => out.extend(column.indexes.iter().map(|&i| i as u8)),
+            1 => out.extend(
+                column
+                    .indexes
+                    .iter()
+                    .flat_map(|&i| (i as u16).to_le_bytes()),
+            ),
+            _ => out.extend(column.indexes.iter().flat_map(|&i| i.to_le_bytes())),
+        }
+    }
+}
+
+/// What-if 2: a `Native` body from [`encode_native`] (the reference's format), sent in LZ4
+/// frames of 256 KiB with the sink's client.
+async fn send_native(client: &Client, body: &[u8], token: &str) -> anyhow::Result<()> {
+    let sql = format!(
+        "INSERT INTO {TABLE} ({}) FORMAT Native",
+        <FlowRow as Row>::COLUMN_NAMES.join(", ")
+    );
+    let mut insert = client
+        .insert_formatted_with(sql)
+        .with_setting("insert_deduplication_token", token)
+        .buffered();
+    // The crate compresses each flushed frame when the client has compression on.
+    for frame in body.chunks(FRAME_BYTES - 2048) {
+        insert.write_buffered(frame);
+        insert.flush().await?;
+    }
+    insert.end().await?;
+    Ok(())
+}
+
+async fn truncate(server: &Client) -> anyhow::Result<()> {
+    server
+        .query(&format!("TRUNCATE TABLE {DATABASE}.{TABLE}"))
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// `count()` and a hash over every column of every row (order-independent).
+async fn content_hash(server: &Client) -> anyhow::Result<(u64, u64)> {
+    let columns = <FlowRow as Row>::COLUMN_NAMES.join(", ");
+    Ok(server
+        .query(&format!(
+            "SELECT count(), sum(cityHash64({columns})) FROM {DATABASE}.{TABLE}"
+        ))
+        .fetch_one::<(u64, u64)>()
+        .await?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2: the sink binary from Kafka
+
+struct E2eReport {
+    rows: usize,
+    /// A plain consumer reading the same messages, after the sink.
+    read: f64,
+    messages: usize,
+    message_bytes: usize,
+    produce: f64,
+    startup: f64,
+    /// (seconds from readiness, rows counted) each time the count moved.
+    steps: Vec<(f64, u64)>,
+    /// From readiness.
+    done: f64,
+    sink_cpu: f64,
+    clickhouse_cpu: f64,
+    broker_cpu: f64,
+    inserted_metric: Option<f64>,
+    /// The sink's own count and seconds of inserts (`netmeter_sink_insert_seconds`).
+    inserts: (Option<f64>, Option<f64>),
+}
+
+fn bench_e2e(
+    runtime: &tokio::runtime::Runtime,
+    stack: &Stack,
+    rows: &[FlowRow],
+) -> anyhow::Result<E2eReport> {
+    let n = rows.len() as u64;
+    let server = stack.clickhouse_client();
+    runtime.block_on(truncate(&server))?;
+    let messages = flow_messages(rows);
+    let message_bytes = messages.iter().map(|(_, m)| m.len()).sum();
+    let message_count = messages.len();
+    let topic = Schema::FlowsV1.topic(netmeter_proto::DEFAULT_TOPIC_PREFIX);
+    let producer = Arc::new(TestProducer::new(&stack.kafka_bootstrap())?);
+    let produced = Instant::now();
+    runtime.block_on(async {
+        // All in flight at once, as the attributor's producer keeps them.
+        let mut sends = tokio::task::JoinSet::new();
+        for (key, payload) in messages {
+            let (producer, topic) = (producer.clone(), topic.clone());
+            sends.spawn(async move {
+                producer
+                    .send(&topic, &key, &payload, Some(Schema::FlowsV1.tag()))
+                    .await
+            });
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent??;
+        }
+        anyhow::Ok(())
+    })?;
+    let produce = produced.elapsed().as_secs_f64();
+    println!(
+        "part 2: {n} records in {message_count} messages ({:.0} MB) on {topic} after {produce:.1} s; starting the sink",
+        message_bytes as f64 / 1e6
+    );
+
+    let spawned = Instant::now();
+    let mut sink = RunningService::start(Path::new(SINK), stack, &[])?;
+    sink.wait_ready(Duration::from_secs(60))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", sink.process.log_tail()))?;
+    let ready = Instant::now();
+    let startup = ready.duration_since(spawned).as_secs_f64();
+    let (pid, clickhouse_pid, broker_pid) = (
+        sink.process.pid(),
+        stack.clickhouse.pid(),
+        stack.broker.pid(),
+    );
+    let (cpu0, ch0, br0) = (
+        process_cpu(pid),
+        process_cpu(clickhouse_pid),
+        process_cpu(broker_pid),
+    );
+    // Every time the count moved: a batch landed.
+    let mut steps: Vec<(f64, u64)> = Vec::new();
+    let done = loop {
+        let count = runtime.block_on(
+            server
+                .query(&format!("SELECT count() FROM {DATABASE}.{TABLE}"))
+                .fetch_one::<u64>(),
+        )?;
+        let at = ready.elapsed().as_secs_f64();
+        if count > steps.last().map_or(0, |s| s.1) {
+            steps.push((at, count));
+        }
+        if count >= n {
+            break at;
+        }
+        if let Some(status) = sink.process.exit_status() {
+            bail!("the sink exited ({status}):\n{}", sink.process.log_tail());
+        }
+        ensure!(
+            ready.elapsed() < E2E_TIMEOUT,
+            "{count} of {n} rows after {E2E_TIMEOUT:?}; sink log:\n{}",
+            sink.process.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let sink_cpu = process_cpu(pid) - cpu0;
+    let clickhouse_cpu = process_cpu(clickhouse_pid) - ch0;
+    let broker_cpu = process_cpu(broker_pid) - br0;
+    // The counter moves after the offsets are committed, just after the rows are visible.
+    std::thread::sleep(Duration::from_millis(500));
+    let inserted_metric = sink.metric("netmeter_sink_rows_inserted_total");
+    let inserts = (
+        sink.metric("netmeter_sink_insert_seconds_count"),
+        sink.metric("netmeter_sink_insert_seconds_sum"),
+    );
+    sink.process.terminate(Duration::from_secs(10));
+    // As the sink itself does: destroying this librdkafka client can block against tansu.
+    std::mem::forget(producer);
+    let read = read_all(&stack.kafka_bootstrap(), &topic, message_count)?;
+    Ok(E2eReport {
+        rows: rows.len(),
+        read,
+        messages: message_count,
+        message_bytes,
+        produce,
+        startup,
+        steps,
+        done,
+        sink_cpu,
+        clickhouse_cpu,
+        broker_cpu,
+        inserted_metric,
+        inserts,
+    })
+}
+
+/// Seconds a plain consumer (default settings, a fresh group) takes to read `messages` messages
+/// of `topic` from the beginning.
+fn read_all(bootstrap: &str, topic: &str, messages: usize) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("netmeter-bench-reader-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    let started = Instant::now();
+    consumer.assign(&assignment)?;
+    let (mut read, mut bytes) = (0, 0);
+    while read < messages {
+        ensure!(
+            started.elapsed() < E2E_TIMEOUT,
+            "a plain consumer read {read} of {messages} messages of {topic} in {E2E_TIMEOUT:?}"
+        );
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+            read += 1;
+            bytes += message.payload().map_or(0, <[u8]>::len);
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    std::hint::black_box(bytes);
+    // Destroying a librdkafka consumer can block forever against tansu.
+    std::mem::forget(consumer);
+    Ok(took)
+}
+
+/// The rows as the attributor publishes them: length-delimited protobuf records, up to
+/// [`MAX_MESSAGE_BYTES`] per message, keyed by the first record's node.
+fn flow_messages(rows: &[FlowRow]) -> Vec<(String, Vec<u8>)> {
+    let ip = |v6: Ipv6Addr| v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut record = Vec::new();
+    for row in rows {
+        let id = row.record_id.to_string();
+        let endpoint = |local: bool| {
+            if local {
+                EndpointView {
+                    cloud: &row.local_cloud,
+                    region: &row.local_region,
+                    zone: &row.local_zone,
+                    node: &row.local_node,
+                    namespace: &row.local_namespace,
+                    pod: &row.local_pod,
+                    workload_kind: &row.local_workload_kind,
+                    workload_name: &row.local_workload_name,
+                    app: &row.local_app,
+                    ip: ip(row.local_ip),
+                    port: row.local_port.into(),
+                    host_network: row.local_host_network,
+                }
+            } else {
+                EndpointView {
+                    cloud: &row.remote_cloud,
+                    region: &row.remote_region,
+                    zone: &row.remote_zone,
+                    node: &row.remote_node,
+                    namespace: &row.remote_namespace,
+                    pod: &row.remote_pod,
+                    workload_kind: &row.remote_workload_kind,
+                    workload_name: &row.remote_workload_name,
+                    app: &row.remote_app,
+                    ip: ip(row.remote_ip),
+                    port: row.remote_port.into(),
+                    host_network: row.remote_host_network,
+                }
+            }
+        };
+        record.clear();
+        FlowView {
+            record_id: &id,
+            generation: row.generation,
+            interval_start_unix_ms: row.interval_start_unix_ms,
+            interval_seconds: row.interval_seconds,
+            cluster: &row.cluster,
+            direction: &row.direction,
+            protocol: &row.protocol,
+            class: &row.class,
+            local: endpoint(true),
+            remote: endpoint(false),
+            remote_service: &row.remote_service,
+            remote_network: &row.remote_network,
+            bytes: row.bytes,
+            packets: row.packets,
+            cost_usd: row.cost_usd,
+        }
+        .encode_length_delimited(&mut record);
+        match messages.last_mut() {
+            Some((_, payload)) if payload.len() + record.len() <= MAX_MESSAGE_BYTES => {
+                payload.extend_from_slice(&record);
+            }
+            _ => messages.push((row.local_node.clone(), record.clone())),
+        }
+    }
+    messages
+}
+
+/// Restarts the stack's ClickHouse with `system.query_log` and `system.processors_profile_log`
+/// (clickhouse-local has no system log tables unless its `config.xml`, read from the data
+/// directory, asks for them), so the report can say where the server spends an insert.
+fn enable_query_logs(stack: &mut Stack) -> anyhow::Result<()> {
+    let config = r#"<clickhouse>
+    <query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>2000</flush_interval_milliseconds></query_log>
+    <processors_profile_log><database>system</database><table>processors_profile_log</table><flush_interval_milliseconds>2000</flush_interval_milliseconds></processors_profile_log>
+</clickhouse>
+"#;
+    std::fs::write(stack.dir().join("clickhouse/config.xml"), config)?;
+    stack.stop_clickhouse();
+    stack.start_clickhouse()
+}
+
+/// Milliseconds per insert by server processor, per variant, over the timed runs (their dedup
+/// tokens say which): where ClickHouse spends an insert.
+async fn server_breakdown(server: &Client) -> anyhow::Result<Vec<(String, String, f64)>> {
+    server.query("SYSTEM FLUSH LOGS").execute().await?;
+    Ok(server
+        .query(
+            "WITH inserts AS (
+                 SELECT query_id, extract(Settings['insert_deduplication_token'], '^bench-(.+)-round') AS variant
+                 FROM system.query_log
+                 WHERE type = 'QueryFinish' AND Settings['insert_deduplication_token'] LIKE 'bench-%-round%')
+             SELECT variant, name, sum(elapsed_us) / 1000 / any(inserts) AS ms
+             FROM system.processors_profile_log
+             INNER JOIN (
+                 SELECT query_id, variant, count() OVER (PARTITION BY variant) AS inserts
+                 FROM inserts) AS i USING (query_id)
+             GROUP BY variant, name
+             ORDER BY variant, ms DESC",
+        )
+        .fetch_all::<(String, String, f64)>()
+        .await?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+struct Medians {
+    variant: Variant,
+    wall: f64,
+    cpu: f64,
+    clickhouse_cpu: f64,
+    others: f64,
+}
+
+impl InsertReport {
+    fn medians(&self) -> Vec<Medians> {
+        self.variants
+            .iter()
+            .map(|(variant, samples)| {
+                let m = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+                Medians {
+                    variant: *variant,
+                    wall: m(&|s| s.wall),
+                    cpu: m(&|s| s.cpu),
+                    clickhouse_cpu: m(&|s| s.clickhouse_cpu),
+                    others: m(&|s| s.others),
+                }
+            })
+            .collect()
+    }
+
+    /// The faster native variant's median wall time.
+    fn reference(&self) -> Option<(Variant, f64)> {
+        self.medians()
+            .into_iter()
+            .filter(|m| m.variant.is_reference())
+            .map(|m| (m.variant, m.wall))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    fn ours(&self) -> Option<f64> {
+        self.medians()
+            .into_iter()
+            .find(|m| m.variant == Variant::Ours)
+            .map(|m| m.wall)
+    }
+
+    fn print(&self) {
+        let n = self.rows;
+        let reps = self.variants.first().map_or(0, |(_, s)| s.len());
+        println!(
+            "\n-- part 1 results: {n} rows in {} sequential inserts of up to {CHUNK_ROWS} rows into {DATABASE}.{TABLE}; Native {:.0} B/row{}; median of {reps} runs --",
+            self.chunks,
+            self.native_bytes as f64 / n as f64,
+            if self.rbwnat_bytes > 0 {
+                format!(
+                    ", RowBinaryWithNamesAndTypes {:.0} B/row",
+                    self.rbwnat_bytes as f64 / n as f64
+                )
+            } else {
+                String::new()
+            },
+        );
+        let reference = self.reference();
+        println!(
+            "| {:<49} | {:>6} | {:>7} | {:>6} | {:>13} | {:>17} | {:>8} |",
+            "variant (same server, same rows, same chunks)",
+            "wall s",
+            "rows/s",
+            "vs ref",
+            "bench CPU s",
+            "ClickHouse CPU s",
+            "others",
+        );
+        println!(
+            "| {:-<49} | {:->6} | {:->7} | {:->6} | {:->13} | {:->17} | {:->8} |",
+            "", "", "", "", "", "", ""
+        );
+        for m in self.medians() {
+            let vs = reference.map_or("-".to_string(), |(_, wall)| format!("{:.2}", wall / m.wall));
+            println!(
+                "| {:<49} | {:>6.2} | {:>7} | {vs:>6} | {:>5.2} {:>5.2}us | {:>7.2} {:>7.2}us | {:>4.2} c |",
+                m.variant.what(),
+                m.wall,
+                rate(n, m.wall),
+                m.cpu,
+                m.cpu * 1e6 / n as f64,
+                m.clickhouse_cpu,
+                m.clickhouse_cpu * 1e6 / n as f64,
+                m.others,
+            );
+        }
+        let noisy: Vec<&str> = self
+            .medians()
+            .iter()
+            .filter(|m| m.others > 0.3)
+            .map(|m| m.variant.name())
+            .collect();
+        if !noisy.is_empty() {
+            println!(
+                "NOTE: something else on this machine used more than 0.3 cores during the median run of {}; compare with care or run again",
+                noisy.join(", ")
+            );
+        }
+        println!(
+            "CPU columns: seconds per run and microseconds per row; \"bench\" is this process (the client side); \"others\" is what the rest of the machine used meanwhile, in cores (2 in all)"
+        );
+        if !self.breakdown.is_empty() {
+            println!(
+                "server time per {CHUNK_ROWS}-row insert by processor (system.processors_profile_log, timed runs; parsing is the input format's processor):"
+            );
+            for (variant, _) in &self.variants {
+                let parts: Vec<String> = self
+                    .breakdown
+                    .iter()
+                    .filter(|(v, _, ms)| v == variant.name() && *ms >= 1.0)
+                    .map(|(_, name, ms)| format!("{name} {ms:.0}"))
+                    .collect();
+                let total: f64 = self
+                    .breakdown
+                    .iter()
+                    .filter(|(v, _, _)| v == variant.name())
+                    .map(|(_, _, ms)| ms)
+                    .sum();
+                println!(
+                    "  {:<20} {total:>4.0} ms: {}",
+                    variant.name(),
+                    parts.join(", ")
+                );
+            }
+        }
+        if let (Some(ours), Some((variant, reference))) = (self.ours(), reference) {
+            let ratio = reference / ours;
+            println!(
+                "goal: ours / native >= {GOAL_RATIO}: {} rows/s vs {} rows/s ({}) = {ratio:.2} -> {}",
+                rate(n, ours),
+                rate(n, reference),
+                variant.name(),
+                if ratio >= GOAL_RATIO { "PASS" } else { "FAIL" }
+            );
+        }
+    }
+}
+
+impl E2eReport {
+    fn print(&self, insert: Option<&InsertReport>) {
+        let n = self.rows;
+        println!(
+            "\n-- part 2 results: the release sink binary (default flags) reads {n} records waiting in {} messages ({:.0} MB; produced in {:.1} s) from tansu and writes them to ClickHouse; once --",
+            self.messages,
+            self.message_bytes as f64 / 1e6,
+            self.produce,
+        );
+        let (first_at, first_count) = self.steps.first().copied().unwrap_or((self.done, 0));
+        // Full batches: from the first to the last but one step; the last batch is what was
+        // left over and waited for --batch-age.
+        let full = (self.steps.len() >= 3).then(|| self.steps[self.steps.len() - 2]);
+        println!(
+            "| {:<56} | {:>6} | {:>7} |",
+            "sink, Kafka -> ClickHouse", "wall s", "rows/s"
+        );
+        println!("| {:-<56} | {:->6} | {:->7} |", "", "", "");
+        println!(
+            "| {:<56} | {:>6.2} | {:>7} |",
+            "start -> ready (migrations, topics)", self.startup, "-"
+        );
+        println!(
+            "| {:<56} | {:>6.2} | {:>7} |",
+            format!("ready -> first batch in ClickHouse ({first_count} rows)"),
+            first_at,
+            "-"
+        );
+        if let Some((full_at, full_count)) = full {
+            println!(
+                "| {:<56} | {:>6.2} | {:>7} |",
+                format!(
+                    "steady: {} more full batches ({} rows)",
+                    self.steps.len() - 2,
+                    full_count - first_count
+                ),
+                full_at - first_at,
+                rate((full_count - first_count) as usize, full_at - first_at)
+            );
+            println!(
+                "| {:<56} | {:>6.2} | {:>7} |",
+                format!(
+                    "last, partial batch ({} rows; --batch-age 5s)",
+                    n as u64 - full_count
+                ),
+                self.done - full_at,
+                "-"
+            );
+        }
+        println!(
+            "| {:<56} | {:>6.2} | {:>7} |",
+            "ready -> all rows counted",
+            self.done,
+            rate(n, self.done)
+        );
+        println!(
+            "| {:<56} | {:>6.2} | {:>7} |",
+            "ref: a plain consumer reads the same messages",
+            self.read,
+            rate(n, self.read)
+        );
+        println!(
+            "CPU from readiness to the last row: sink {:.2} s ({:.2} us/row), ClickHouse {:.2} s, broker {:.2} s; sink's netmeter_sink_rows_inserted_total = {}",
+            self.sink_cpu,
+            self.sink_cpu * 1e6 / n as f64,
+            self.clickhouse_cpu,
+            self.broker_cpu,
+            self.inserted_metric
+                .map_or("unavailable".to_string(), |v| format!("{v:.0}")),
+        );
+        if let (Some(count), Some(seconds)) = self.inserts {
+            println!(
+                "the sink's own histogram: {count:.0} inserts took {seconds:.2} s in all ({:.0} ms each, {} rows/s while inserting); the other {:.2} s of the {:.2} s from readiness went to consuming, decoding, committing and waiting",
+                seconds * 1e3 / count.max(1.0),
+                rate(n, seconds),
+                (self.done - seconds).max(0.0),
+                self.done,
+            );
+        }
+        if let Some(insert) = insert
+            && let Some((variant, reference)) = insert.reference()
+            && let Some((full_at, full_count)) = full
+        {
+            let steady = (full_count - first_count) as f64 / (full_at - first_at);
+            println!(
+                "end to end, steady, vs the insert reference: {} / {} rows/s ({}) = {:.2} (the sink reads, decodes and inserts one batch after the other, and tansu serves ~{} rows/s to a plain consumer)",
+                rate(steady as usize, 1.0),
+                rate(insert.rows, reference),
+                variant.name(),
+                steady / (insert.rows as f64 / reference),
+                rate(n, self.read),
+            );
+        }
+    }
+}
