@@ -10,8 +10,6 @@
 //! (which persists them for restarts and replays); [`IpOwnerHistory::record`] merges them
 //! idempotently, so the same tenure arriving twice, or from two replicas, changes nothing.
 
-use std::collections::HashMap;
-
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -350,14 +348,6 @@ impl IpOwnerHistory {
     /// Every tenure, for re-publishing and tests.
     pub fn tenures(&self) -> impl Iterator<Item = &Tenure> {
         self.by_ip.values().flat_map(Tenures::as_slice)
-    }
-
-    /// The tenures currently open (no end), keyed by (ip, uid).
-    pub fn open_tenures(&self) -> HashMap<(IpAddr, String), &Tenure> {
-        self.tenures()
-            .filter(|t| t.end_ms.is_none())
-            .map(|t| ((t.ip, t.uid.clone()), t))
-            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -5,12 +5,12 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use netmeter_common::kafka::{KafkaArgs, partitions};
+use netmeter_common::kafka::{KafkaArgs, header, partitions};
 use netmeter_common::publish::{Outgoing, Publisher};
 use netmeter_proto::{SCHEMA_HEADER, Schema};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -98,11 +98,7 @@ impl InventoryReader {
 }
 
 fn decode(message: &rdkafka::message::BorrowedMessage) -> Option<Tenure> {
-    let schema = message.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == SCHEMA_HEADER)
-            .and_then(|h| h.value)
-    });
+    let schema = header(message, SCHEMA_HEADER);
     let decoded = Schema::InventoryV1
         .check_header(schema)
         .and_then(|_| netmeter_proto::decode_tenure(message.payload().unwrap_or_default()))

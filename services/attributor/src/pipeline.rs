@@ -7,13 +7,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use netmeter_common::dead_letter::{DeadLetters, Rejected};
-use netmeter_common::kafka::GroupContext;
+use netmeter_common::kafka::{GroupContext, header};
 use netmeter_common::publish::{Outgoing, Pending, Publisher};
 use netmeter_proto::raw::ConntrackBatch;
 use netmeter_proto::{FlowView, SCHEMA_HEADER, Schema};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -146,12 +146,6 @@ impl Attribution {
             Err(err) => rejected(&err, err.metric_label()),
         }
     }
-}
-
-pub fn header<'a>(message: &'a BorrowedMessage, key: &str) -> Option<&'a [u8]> {
-    message
-        .headers()
-        .and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
 }
 
 /// Everything produced from one raw message, and the offset to store once it is confirmed.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use netmeter_common::kafka::partitions;
+use netmeter_common::kafka::{header, partitions};
 use netmeter_proto::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -17,7 +17,6 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Attribution as Settings, ReplayArgs};
-use crate::pipeline::header;
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ReplaySummary {

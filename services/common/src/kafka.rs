@@ -293,6 +293,14 @@ impl rdkafka::consumer::ConsumerContext for GroupContext {
     }
 }
 
+/// The value of header `key` of a consumed message.
+pub fn header<'a, M: rdkafka::message::Message>(message: &'a M, key: &str) -> Option<&'a [u8]> {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
+}
+
 /// Why a topic check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netmeter_common::dead_letter::{DeadLetters, Rejected};
-use netmeter_common::kafka::GroupContext;
+use netmeter_common::kafka::{GroupContext, header};
 use netmeter_common::publish::{Pending, Publisher};
 use netmeter_proto::{SCHEMA_HEADER, Schema};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -150,11 +150,7 @@ impl Sink {
     async fn read(&self, message: &BorrowedMessage<'_>, batch: &mut Batch) {
         batch.note_offset(message.partition(), message.offset());
         let payload = message.payload().unwrap_or_default();
-        let schema = message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == SCHEMA_HEADER)
-                .and_then(|h| h.value)
-        });
+        let schema = header(message, SCHEMA_HEADER);
         let decoded = Schema::FlowsV1
             .check_header(schema)
             .and_then(|_| netmeter_proto::decode_flows(payload))
