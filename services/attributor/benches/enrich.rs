@@ -777,7 +777,8 @@ fn bench_enrich(
                 .enrich(b, &inputs, 0, |f, e| {
                     f.encode_length_delimited_using(e, buf)
                 })
-                .expect("well formed");
+                .expect("well formed")
+                .records;
             bytes += buf.len();
         }
         (r, bytes)

@@ -56,8 +56,7 @@ impl Attribution {
             cloud: &cloud,
         };
         let mut payloads = vec![Vec::new()];
-        let mut bytes_by_class = [[0u64; 2]; 9];
-        let records =
+        let enriched =
             self.enricher
                 .enrich(batch, &inputs, generation, |flow: &FlowView, endpoints| {
                     let full = payloads
@@ -76,14 +75,9 @@ impl Attribution {
                             current.push(b'\n');
                         }
                     }
-                    let class = crate::classify::Class::ALL
-                        .iter()
-                        .position(|c| c.name() == flow.class)
-                        .unwrap_or(8);
-                    bytes_by_class[class][usize::from(flow.direction == "in")] += flow.bytes;
                 })?;
         drop(history);
-        for (class, by_direction) in crate::classify::Class::ALL.iter().zip(bytes_by_class) {
+        for (class, by_direction) in crate::classify::Class::ALL.iter().zip(enriched.bytes) {
             for (direction, bytes) in ["out", "in"].into_iter().zip(by_direction) {
                 if bytes > 0 {
                     metrics::counter!("netmeter_attributor_flow_bytes_total", "class" => class.name(), "direction" => direction)
@@ -105,7 +99,10 @@ impl Attribution {
                 headers: headers.clone(),
             })
             .collect();
-        Ok(Attributed { messages, records })
+        Ok(Attributed {
+            messages,
+            records: enriched.records,
+        })
     }
 
     /// Attributes one raw Kafka message, or explains why it goes to the dead-letter topic.

@@ -52,6 +52,15 @@ pub struct Inputs<'a> {
     pub cloud: &'a CloudRanges,
 }
 
+/// What one batch yielded: the records, and their bytes by class and direction (for the
+/// pipeline's metrics, so the hot path never maps class names back).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Enriched {
+    pub records: usize,
+    /// `[Class as usize][Direction as usize]`.
+    pub bytes: [[u64; 2]; 9],
+}
+
 /// A delta the attributor cannot read; the whole raw message goes to the dead-letter topic.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DeltaError {
@@ -211,7 +220,7 @@ impl Enricher {
         inputs: &Inputs,
         generation: u64,
         mut emit: impl FnMut(&FlowView, &EncodedEndpoints),
-    ) -> Result<usize, DeltaError> {
+    ) -> Result<Enriched, DeltaError> {
         let endpoints: Vec<_> = batch
             .deltas
             .iter()
@@ -237,7 +246,7 @@ impl Enricher {
         };
         let interval_seconds = (end.saturating_sub(start) + 500) / 1000;
         let id_prefix = IdPrefix::new(batch);
-        let mut records = 0;
+        let mut totals = Enriched::default();
         let mut encoded = EncodedEndpoints::default();
         for (index, (delta, (src, dst))) in batch.deltas.iter().zip(endpoints).enumerate() {
             let src_owner = inputs.history.owner_at(src, start, end);
@@ -314,10 +323,11 @@ impl Enricher {
                     cost_usd: price.cost(direction, bytes),
                 };
                 emit(&view, &encoded);
-                records += 1;
+                totals.records += 1;
+                totals.bytes[class as usize][direction as usize] += bytes;
             }
         }
-        Ok(records)
+        Ok(totals)
     }
 
     fn is_public(&self, ip: IpAddr) -> bool {
