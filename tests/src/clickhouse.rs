@@ -96,3 +96,17 @@ pub fn serve(lib: &Path, data_dir: &Path, http_port: u16, tcp_port: u16) -> anyh
     }
     anyhow::bail!("ClickHouse stopped serving (see the messages above)")
 }
+
+/// The output of `sql` in `format` (e.g. `TabSeparated`, `JSONEachRow`), for exact comparisons
+/// in tests; panics with the query on error.
+pub async fn query_text(client: &::clickhouse::Client, sql: &str, format: &str) -> String {
+    let mut cursor = client
+        .query_raw(sql)
+        .fetch_bytes(format)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let bytes = cursor
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    String::from_utf8(bytes.to_vec()).expect("ClickHouse text output is UTF-8")
+}

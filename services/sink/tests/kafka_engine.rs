@@ -11,15 +11,7 @@ use netmeter_tests::Stack;
 use netmeter_tests::records::{TestProducer, now_ms};
 
 async fn text(client: &Client, sql: &str) -> String {
-    let mut cursor = client
-        .query_raw(sql)
-        .fetch_bytes("TabSeparated")
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let bytes = cursor
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    String::from_utf8(bytes.to_vec()).unwrap()
+    netmeter_tests::clickhouse::query_text(client, sql, "TabSeparated").await
 }
 
 /// Record `i` of the scenario: IPv4 locals, IPv6 remotes, `1000 + i` bytes, `i / 4` dollars.

@@ -127,16 +127,9 @@ async fn the_readme_queries_answer_the_questions() {
     );
     let mut answers = Vec::new();
     for sql in &queries {
-        let mut cursor = client
-            .query(sql.trim().trim_end_matches(';'))
-            .fetch_bytes("JSONEachRow")
-            .unwrap();
-        let bytes = cursor
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{sql}\n{e}"));
-        let rows: Vec<Value> = std::str::from_utf8(&bytes)
-            .unwrap()
+        let sql = sql.trim().trim_end_matches(';');
+        let output = netmeter_tests::clickhouse::query_text(&client, sql, "JSONEachRow").await;
+        let rows: Vec<Value> = output
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();

@@ -13,17 +13,8 @@ use serde_json::json;
 
 const DB: &str = "netmeter";
 
-/// Rows of a query as TabSeparated text, for exact comparisons.
 async fn text(client: &Client, sql: &str) -> String {
-    let mut cursor = client
-        .query_raw(sql)
-        .fetch_bytes("TabSeparated")
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let bytes = cursor
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    String::from_utf8(bytes.to_vec()).unwrap()
+    netmeter_tests::clickhouse::query_text(client, sql, "TabSeparated").await
 }
 
 async fn run(client: &Client, sql: &str) {
