@@ -8,14 +8,12 @@
 //! export CARGO_TARGET_DIR=/root/.cache/netmeter/target
 //! cargo bench -p netmeter-sink --bench insert
 //! NETMETER_BENCH_PARTS=insert cargo bench -p netmeter-sink --bench insert   # no Kafka part
-//! NETMETER_BENCH_VARIANTS=all cargo bench -p netmeter-sink --bench insert   # every what-if
 //! ```
 //!
 //! Knobs: `NETMETER_BENCH_ROWS` (default 1,000,000), `NETMETER_BENCH_REPS` (default 5),
-//! `NETMETER_BENCH_PARTS` (`insert,e2e`), `NETMETER_BENCH_VARIANTS` (`all`, or names from the
-//! list below; default `ours,native-lz4,native-plain,ours-native-lc-ahead`),
-//! `NETMETER_BENCH_E2E_ROWS` (part 2, default 200,000), `NETMETER_STACK_BIN` (the ClickHouse
-//! launcher). About 3 minutes with the defaults on 2 cores.
+//! `NETMETER_BENCH_PARTS` (`encode,insert,e2e`), `NETMETER_BENCH_VARIANTS` (names from the list
+//! below; default all), `NETMETER_BENCH_E2E_ROWS` (part 2, default 200,000),
+//! `NETMETER_STACK_BIN` (the ClickHouse launcher). About 4 minutes with the defaults on 2 cores.
 //!
 //! The data, built in code from a fixed seed: a cluster in AWS eu-west-1 with 100 nodes in 3
 //! zones and 3,000 pods of 600 workloads in 20 namespaces (one in ten dual-stack, a few on the
@@ -24,29 +22,27 @@
 //! outside the cluster, both directions, IPv4 (stored mapped) and IPv6, unique record ids, one
 //! hour of 10 s intervals in arrival order (time-ordered, nodes interleaved), one UTC day.
 //!
-//! Part 1 (`insert`): [`CHUNK_ROWS`]-row inserts (the sink's default `--batch-rows`) one after
-//! the other into `netmeter.flows` as `migrate` creates it (ReplacingMergeTree, skip indexes,
-//! the insert-triggered rollup change marks), each with its own `insert_deduplication_token` as
+//! Part 0 (`encode`): `NativeEncoder::encode` alone, CPU per row on one thread (no server).
+//!
+//! Part 1 (`insert`): [`CHUNK_ROWS`]-row inserts (the sink's default `--batch-rows`) into
+//! `netmeter.flows` as `migrate` creates it (ReplacingMergeTree, skip indexes, the
+//! insert-triggered rollup change marks), each with its own `insert_deduplication_token` as
 //! the sink sets one; the table is truncated before every run. Variants, interleaved round by
 //! round (order rotated) so machine noise hits all:
-//! - `ours`: `pipeline::insert` with the sink's own client (`ClickHouseArgs::client`: the
-//!   `clickhouse` crate 0.15 with validation on, i.e. `RowBinaryWithNamesAndTypes`, and LZ4,
-//!   the crate's default compression with its `lz4` feature, which the workspace enables):
+//! - `ours`: what the sink does, with the sink's own client (`ClickHouseArgs::client`, LZ4):
+//!   each batch encoded by `NativeEncoder::encode` and written by `pipeline::insert` in a task of
+//!   its own while the next batch is encoded, one insert in flight, in order (`Sink::run`);
 //!   the figure of the goal;
 //! - `native-lz4` / `native-plain`: the reference. The same rows in the same chunks as `INSERT
 //!   INTO netmeter.flows (columns) FORMAT Native`, the bodies prepared before the clock starts:
-//!   ClickHouse itself encodes each chunk (the rows go into a Memory table and come back with
-//!   `FORMAT Native`; their order is checked), and for `-lz4` the body is cut into 256 KiB
-//!   frames and compressed beforehand, as the crate frames it. Sent with the same HTTP client
-//!   (`insert_formatted_with`). The faster of the two is the ratio's reference;
-//! - what-ifs, to find and close the gap (`NETMETER_BENCH_VARIANTS=all`): `ours-rowbinary`
-//!   (validation off: plain `RowBinary`), `ours-plain` (no compression), `rbwnat-lz4` (ours's
-//!   bytes, encoded by ClickHouse and pre-compressed: the server's cost of our format alone),
-//!   `ours-native` (the crate's `BlockBuilder` + `insert_native`), `ours-input` (`RowBinary`
-//!   read through `input()` with `String` for `LowCardinality(String)`), `ours-native-lc` (a
-//!   `Native` encoder written here that sends `LowCardinality` columns as dictionaries, as the
-//!   reference does) and `ours-native-lc-ahead` (that, encoding the next batch while the
-//!   previous insert runs, one insert in flight: the proposed change).
+//!   ClickHouse itself encodes each chunk (the rows go into a Memory table through the crate's
+//!   row format and come back with `FORMAT Native`; their order is checked), and for `-lz4` the
+//!   body is cut into 256 KiB frames and compressed beforehand, as the crate frames it. Sent
+//!   with the same HTTP client (`insert_formatted_with`). The faster of the two is the ratio's
+//!   reference;
+//! - diagnostics: `ours-sequential` (encode, insert, encode, ...: what the overlap brings) and
+//!   `crate-rowbinary` (the `clickhouse` crate's typed insert, `RowBinaryWithNamesAndTypes`:
+//!   the sink's insert before it wrote `Native`, which the server parses row by row).
 //!
 //! Every run is checked: `count()` and a hash over every column equal those of the first run.
 //! CPU is this process's (`CLOCK_PROCESS_CPUTIME_ID`: the client's serialization, compression
@@ -76,10 +72,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use clickhouse::insert_formatted::CompressedData;
-use clickhouse::native::builder::BlockBuilder;
-use clickhouse::native::encode::Encode;
 use clickhouse::{Client, Compression, Row};
 use netmeter_proto::{EndpointView, FlowView, Schema};
+use netmeter_sink::native::NativeEncoder;
 use netmeter_sink::pipeline;
 use netmeter_sink::row::FlowRow;
 use netmeter_sink::schema::{SchemaSettings, migrate};
@@ -113,21 +108,20 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let n = env_number("NETMETER_BENCH_ROWS", 1_000_000)?;
     let reps = env_number("NETMETER_BENCH_REPS", 5)?;
-    let parts = env_or("NETMETER_BENCH_PARTS", "insert,e2e");
+    let parts = env_or("NETMETER_BENCH_PARTS", "encode,insert,e2e");
     let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
     for part in &parts {
         ensure!(
-            ["insert", "e2e"].contains(part),
-            "NETMETER_BENCH_PARTS: unknown part {part:?}; expected insert and/or e2e"
+            ["encode", "insert", "e2e"].contains(part),
+            "NETMETER_BENCH_PARTS: unknown part {part:?}; expected some of encode,insert,e2e"
         );
     }
     let variants = match std::env::var("NETMETER_BENCH_VARIANTS") {
         Ok(list) => list
             .split(',')
             .map(|name| Variant::parse(name.trim()))
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .concat(),
-        Err(_) => Variant::DEFAULT.to_vec(),
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        Err(_) => Variant::ALL.to_vec(),
     };
 
     let generated = Instant::now();
@@ -137,6 +131,13 @@ fn main() -> anyhow::Result<()> {
         describe(&rows),
         generated.elapsed().as_secs_f64()
     );
+
+    if parts.contains(&"encode") {
+        bench_encode(&rows, reps);
+    }
+    if parts == ["encode"] {
+        return Ok(());
+    }
 
     let launcher = clickhouse_launcher(Path::new(SINK))?;
     // SAFETY: no other thread exists yet (the runtime and Kafka clients come below), so
@@ -528,6 +529,34 @@ fn describe(rows: &[FlowRow]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Part 0: the client's cost
+
+/// CPU per row of `NativeEncoder::encode` (columns, dictionaries, LZ4) on one thread: what the
+/// sink spends per row on top of decoding, and what competes with ClickHouse for the cores
+/// in part 1.
+fn bench_encode(rows: &[FlowRow], reps: usize) {
+    let mut samples = Vec::new();
+    let mut bytes = 0;
+    let mut encoder = NativeEncoder::default();
+    for _ in 0..reps {
+        let cpu = process_cpu_self();
+        bytes = 0;
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let block = std::hint::black_box(encoder.encode(chunk));
+            bytes += block.frames.len();
+        }
+        samples.push(process_cpu_self() - cpu);
+    }
+    let cpu = median(samples);
+    println!(
+        "part 0: NativeEncoder::encode of {} rows in {CHUNK_ROWS}-row blocks ({bytes} LZ4 frames), one thread: {:.2} us/row CPU, {} rows per CPU-second (median of {reps})",
+        rows.len(),
+        cpu * 1e6 / rows.len() as f64,
+        rate(rows.len(), cpu)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Part 1: insert path vs pre-encoded Native
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -535,35 +564,17 @@ enum Variant {
     Ours,
     NativeLz4,
     NativePlain,
-    OursRowBinary,
-    OursPlain,
-    RbwnatLz4,
-    OursNative,
-    OursInput,
-    OursNativeLc,
-    OursNativeLcAhead,
+    OursSequential,
+    CrateRowBinary,
 }
 
 impl Variant {
-    const ALL: [Variant; 10] = [
+    const ALL: [Variant; 5] = [
         Variant::Ours,
         Variant::NativeLz4,
         Variant::NativePlain,
-        Variant::OursNativeLcAhead,
-        Variant::OursNativeLc,
-        Variant::OursInput,
-        Variant::OursNative,
-        Variant::OursRowBinary,
-        Variant::OursPlain,
-        Variant::RbwnatLz4,
-    ];
-    /// Without `NETMETER_BENCH_VARIANTS`: the goal's figures and the proposed change; the other
-    /// what-ifs explain the gap and are kept out of the default run to stay near 3 minutes.
-    const DEFAULT: [Variant; 4] = [
-        Variant::Ours,
-        Variant::NativeLz4,
-        Variant::NativePlain,
-        Variant::OursNativeLcAhead,
+        Variant::OursSequential,
+        Variant::CrateRowBinary,
     ];
 
     fn name(self) -> &'static str {
@@ -571,27 +582,18 @@ impl Variant {
             Variant::Ours => "ours",
             Variant::NativeLz4 => "native-lz4",
             Variant::NativePlain => "native-plain",
-            Variant::OursRowBinary => "ours-rowbinary",
-            Variant::OursPlain => "ours-plain",
-            Variant::RbwnatLz4 => "rbwnat-lz4",
-            Variant::OursNative => "ours-native",
-            Variant::OursInput => "ours-input",
-            Variant::OursNativeLc => "ours-native-lc",
-            Variant::OursNativeLcAhead => "ours-native-lc-ahead",
+            Variant::OursSequential => "ours-sequential",
+            Variant::CrateRowBinary => "crate-rowbinary",
         }
     }
 
-    fn parse(name: &str) -> anyhow::Result<Vec<Variant>> {
-        if name == "all" {
-            return Ok(Variant::ALL.to_vec());
-        }
+    fn parse(name: &str) -> anyhow::Result<Variant> {
         Variant::ALL
             .into_iter()
             .find(|v| v.name() == name)
-            .map(|v| vec![v])
             .with_context(|| {
                 format!(
-                    "NETMETER_BENCH_VARIANTS: unknown variant {name:?}; expected all or some of {}",
+                    "NETMETER_BENCH_VARIANTS: unknown variant {name:?}; expected some of {}",
                     Variant::ALL.map(Variant::name).join(",")
                 )
             })
@@ -599,28 +601,17 @@ impl Variant {
 
     fn what(self) -> &'static str {
         match self {
-            Variant::Ours => "ours: pipeline::insert, sink client (RBWNAT, LZ4)",
+            Variant::Ours => "ours: Native block, LZ4, next encoded ahead",
             Variant::NativeLz4 => "ref: pre-encoded Native, LZ4 frames",
             Variant::NativePlain => "ref: pre-encoded Native, uncompressed",
-            Variant::OursRowBinary => "what-if: ours without validation (RowBinary)",
-            Variant::OursPlain => "what-if: ours without compression",
-            Variant::RbwnatLz4 => "diag: pre-encoded RBWNAT (ours's bytes), LZ4",
-            Variant::OursNative => "what-if: crate's Native block (insert_native)",
-            Variant::OursInput => "what-if: RowBinary via input(), LC as String, LZ4",
-            Variant::OursNativeLc => "what-if: own Native encoder, LC dictionaries, LZ4",
-            Variant::OursNativeLcAhead => "proposal: own Native+LC encoder, 1 batch ahead",
+            Variant::OursSequential => "diag: ours, encode and insert in turn",
+            Variant::CrateRowBinary => "diag: the crate's RowBinaryWithNamesAndTypes",
         }
     }
 
     fn is_reference(self) -> bool {
         matches!(self, Variant::NativeLz4 | Variant::NativePlain)
     }
-}
-
-/// One chunk's bodies as ClickHouse encodes them.
-struct Encoded {
-    native: Vec<u8>,
-    rbwnat: Vec<u8>,
 }
 
 /// A body ready to send: uncompressed frames, or frames compressed beforehand.
@@ -661,16 +652,12 @@ struct InsertReport {
     variants: Vec<(Variant, Vec<Sample>)>,
     chunks: usize,
     native_bytes: usize,
-    rbwnat_bytes: usize,
 }
 
-/// The clients: the sink's own (from its flags, as its `run` builds it) and two reconfigured.
+/// The sink's own client (from its flags, as its `run` builds it) and one without compression.
 struct Clients {
     sink: Client,
     plain: Client,
-    rowbinary: Client,
-    /// `flows`'s columns for `input()`, `LowCardinality(T)` as `T` (see [`insert_input`]).
-    input_structure: String,
 }
 
 async fn bench_insert(
@@ -685,24 +672,15 @@ async fn bench_insert(
         &stack.clickhouse_url(),
     ])?;
     let sink = args.clickhouse.client().with_database(DATABASE);
-    let input_structure = input_structure(&sink).await?;
     let clients = Clients {
         plain: sink.clone().with_compression(Compression::None),
-        rowbinary: sink.clone().with_validation(false),
         sink,
-        input_structure,
     };
     let chunks: Vec<&[FlowRow]> = rows.chunks(CHUNK_ROWS).collect();
 
     let prepared = Instant::now();
-    let encoded = encode_chunks(
-        &clients.sink,
-        &chunks,
-        variants.contains(&Variant::RbwnatLz4),
-    )
-    .await?;
-    let native_bytes: usize = encoded.iter().map(|e| e.native.len()).sum();
-    let rbwnat_bytes: usize = encoded.iter().map(|e| e.rbwnat.len()).sum();
+    let encoded = encode_chunks(&clients.sink, &chunks).await?;
+    let native_bytes: usize = encoded.iter().map(Vec::len).sum();
     println!(
         "part 1: {} chunks of up to {CHUNK_ROWS} rows encoded by ClickHouse in {:.1} s: Native {:.0} MB uncompressed",
         chunks.len(),
@@ -780,18 +758,13 @@ async fn bench_insert(
         variants: samples,
         chunks: chunks.len(),
         native_bytes,
-        rbwnat_bytes,
     })
 }
 
-/// Lets ClickHouse encode each chunk: the rows go through the sink's insert path into a Memory
-/// table and come back as `FORMAT Native` (and as the `RowBinaryWithNamesAndTypes` ours sends),
-/// in insertion order, which is checked.
-async fn encode_chunks(
-    client: &Client,
-    chunks: &[&[FlowRow]],
-    with_rbwnat: bool,
-) -> anyhow::Result<Vec<Encoded>> {
+/// Lets ClickHouse encode each chunk: the rows go into a Memory table (through the crate's
+/// own row format, not our encoder) and come back as `FORMAT Native`, in insertion order,
+/// which is checked.
+async fn encode_chunks(client: &Client, chunks: &[&[FlowRow]]) -> anyhow::Result<Vec<Vec<u8>>> {
     let columns = <FlowRow as Row>::COLUMN_NAMES.join(", ");
     client
         .query(&format!("DROP TABLE IF EXISTS {SCRATCH}"))
@@ -810,7 +783,7 @@ async fn encode_chunks(
             .query(&format!("TRUNCATE TABLE {SCRATCH}"))
             .execute()
             .await?;
-        pipeline::insert(client, SCRATCH, chunk, &format!("encode-{i}")).await?;
+        insert_rows(client, SCRATCH, chunk, &format!("encode-{i}")).await?;
         let ids: Vec<Uuid> = client
             .query(&format!(
                 "SELECT record_id FROM {SCRATCH} SETTINGS max_threads = 1"
@@ -830,20 +803,7 @@ async fn encode_chunks(
             .fetch_bytes("Native")?
             .collect()
             .await?;
-        let rbwnat = if with_rbwnat {
-            client
-                .query(&select)
-                .fetch_bytes("RowBinaryWithNamesAndTypes")?
-                .collect()
-                .await?
-                .to_vec()
-        } else {
-            Vec::new()
-        };
-        encoded.push(Encoded {
-            native: native.to_vec(),
-            rbwnat,
-        });
+        encoded.push(native.to_vec());
     }
     client
         .query(&format!("DROP TABLE {SCRATCH}"))
@@ -859,35 +819,20 @@ struct UuidRow {
 }
 
 /// What a variant sends, per chunk, made before the clock starts: nothing for the variants
-/// that serialize rows themselves, the frames of ClickHouse's own encoding for the others.
-fn prepare(variant: Variant, encoded: &[Encoded]) -> anyhow::Result<Vec<Frames>> {
-    fn body(variant: Variant, e: &Encoded) -> &[u8] {
-        match variant {
-            Variant::RbwnatLz4 => &e.rbwnat,
-            _ => &e.native,
-        }
-    }
+/// that encode rows themselves, the frames of ClickHouse's own encoding for the references.
+fn prepare(variant: Variant, encoded: &[Vec<u8>]) -> anyhow::Result<Vec<Frames>> {
     match variant {
-        Variant::Ours
-        | Variant::OursRowBinary
-        | Variant::OursPlain
-        | Variant::OursNative
-        | Variant::OursInput
-        | Variant::OursNativeLc
-        | Variant::OursNativeLcAhead => Ok(Vec::new()),
-        Variant::NativeLz4 | Variant::RbwnatLz4 => encoded
+        Variant::NativeLz4 | Variant::NativePlain => encoded
             .iter()
-            .map(|e| Frames::new(body(variant, e), true))
+            .map(|body| Frames::new(body, variant == Variant::NativeLz4))
             .collect(),
-        Variant::NativePlain => encoded
-            .iter()
-            .map(|e| Frames::new(body(variant, e), false))
-            .collect(),
+        _ => Ok(Vec::new()),
     }
 }
 
-/// Inserts every chunk, one after the other, each with its own dedup token (as the sink does):
-/// rows through `pipeline::insert`, or the prepared frames through the same HTTP client.
+/// Inserts every chunk in order, each with its own dedup token (as the sink does): rows
+/// through the sink's encoder and `pipeline::insert` (or the crate's row format), or the
+/// prepared frames through the same HTTP client.
 async fn run(
     variant: Variant,
     clients: &Clients,
@@ -897,61 +842,39 @@ async fn run(
 ) -> anyhow::Result<()> {
     let token = |i: usize| format!("bench-{}-{tag}-{i}", variant.name());
     match variant {
-        Variant::Ours | Variant::OursRowBinary | Variant::OursPlain => {
-            let client = match variant {
-                Variant::Ours => &clients.sink,
-                Variant::OursRowBinary => &clients.rowbinary,
-                _ => &clients.plain,
-            };
+        Variant::Ours => {
+            // As `Sink::run`: the insert runs in a task of its own while the next batch is
+            // encoded; one insert in flight, in order.
+            let mut writing: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+            let mut encoder = NativeEncoder::default();
             for (i, chunk) in chunks.iter().enumerate() {
-                pipeline::insert(client, TABLE, chunk, &token(i)).await?;
-            }
-        }
-        Variant::OursNative => {
-            for (i, chunk) in chunks.iter().enumerate() {
-                insert_native(&clients.sink, TABLE, chunk, &token(i)).await?;
-            }
-        }
-        Variant::OursInput => {
-            for (i, chunk) in chunks.iter().enumerate() {
-                insert_input(&clients.sink, &clients.input_structure, chunk, &token(i)).await?;
-            }
-        }
-        Variant::OursNativeLc => {
-            for (i, chunk) in chunks.iter().enumerate() {
-                let mut body = Vec::new();
-                encode_native(chunk, &mut body);
-                send_native(&clients.sink, &body, &token(i)).await?;
-            }
-        }
-        Variant::OursNativeLcAhead => {
-            // One insert in flight, in order, as a sink that keeps reading and encoding the
-            // next batch while ClickHouse writes the previous one (and commits in order).
-            let mut in_flight: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
-            for (i, chunk) in chunks.iter().enumerate() {
-                let mut body = Vec::new();
-                encode_native(chunk, &mut body);
-                if let Some(previous) = in_flight.take() {
+                let block = encoder.encode(chunk);
+                if let Some(previous) = writing.take() {
                     previous.await??;
                 }
                 let (client, token) = (clients.sink.clone(), token(i));
-                in_flight = Some(tokio::spawn(async move {
-                    send_native(&client, &body, &token).await
+                writing = Some(tokio::spawn(async move {
+                    Ok(pipeline::insert(&client, TABLE, block, &token).await?)
                 }));
             }
-            if let Some(last) = in_flight {
+            if let Some(last) = writing {
                 last.await??;
             }
         }
-        Variant::NativeLz4 | Variant::NativePlain | Variant::RbwnatLz4 => {
-            let format = match variant {
-                Variant::RbwnatLz4 => "RowBinaryWithNamesAndTypes",
-                _ => "Native",
-            };
-            let sql = format!(
-                "INSERT INTO {TABLE} ({}) FORMAT {format}",
-                <FlowRow as Row>::COLUMN_NAMES.join(", ")
-            );
+        Variant::OursSequential => {
+            let mut encoder = NativeEncoder::default();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let block = encoder.encode(chunk);
+                pipeline::insert(&clients.sink, TABLE, block, &token(i)).await?;
+            }
+        }
+        Variant::CrateRowBinary => {
+            for (i, chunk) in chunks.iter().enumerate() {
+                insert_rows(&clients.sink, TABLE, chunk, &token(i)).await?;
+            }
+        }
+        Variant::NativeLz4 | Variant::NativePlain => {
+            let sql = netmeter_sink::native::insert_statement(TABLE);
             ensure!(frames.len() == chunks.len(), "one body per chunk");
             for (i, body) in frames.into_iter().enumerate() {
                 let client = match body {
@@ -980,503 +903,20 @@ async fn run(
     Ok(())
 }
 
-/// The change this bench proposes for `pipeline::insert`, written here to measure it: the rows
-/// as one `Native` block built column by column with the crate's `BlockBuilder`, sent with
-/// `insert_native` (same client, same dedup token). The crate writes `LowCardinality` columns
-/// as plain `String` and sends `Native` uncompressed (0.15.3).
-async fn insert_native(
+/// The sink's insert before it wrote `Native`: the `clickhouse` crate's typed insert (with
+/// validation on, `RowBinaryWithNamesAndTypes`, LZ4), which the server parses row by row.
+async fn insert_rows(
     client: &Client,
     table: &str,
     rows: &[FlowRow],
     token: &str,
 ) -> anyhow::Result<()> {
-    fn put<T: Encode>(
-        block: &mut BlockBuilder,
-        name: &str,
-        values: impl Iterator<Item = T>,
-    ) -> anyhow::Result<()> {
-        block
-            .upsert_column::<T>(name)?
-            .add_all(values)
-            .map_err(|e| anyhow::anyhow!("column {name}: {e}"))?;
-        Ok(())
-    }
-    type Text = fn(&FlowRow) -> &str;
-    let mut block = BlockBuilder::new();
-    put(&mut block, "record_id", rows.iter().map(|r| r.record_id))?;
-    put(&mut block, "generation", rows.iter().map(|r| r.generation))?;
-    put(
-        &mut block,
-        "interval_start_unix_ms",
-        rows.iter().map(|r| r.interval_start_unix_ms),
-    )?;
-    put(
-        &mut block,
-        "interval_seconds",
-        rows.iter().map(|r| r.interval_seconds),
-    )?;
-    let head: [(&str, Text); 4] = [
-        ("cluster", |r| &r.cluster),
-        ("direction", |r| &r.direction),
-        ("protocol", |r| &r.protocol),
-        ("class", |r| &r.class),
-    ];
-    for (name, text) in head {
-        put(&mut block, name, rows.iter().map(text))?;
-    }
-    let local: [(&str, Text); 9] = [
-        ("local_cloud", |r| &r.local_cloud),
-        ("local_region", |r| &r.local_region),
-        ("local_zone", |r| &r.local_zone),
-        ("local_node", |r| &r.local_node),
-        ("local_namespace", |r| &r.local_namespace),
-        ("local_pod", |r| &r.local_pod),
-        ("local_workload_kind", |r| &r.local_workload_kind),
-        ("local_workload_name", |r| &r.local_workload_name),
-        ("local_app", |r| &r.local_app),
-    ];
-    for (name, text) in local {
-        put(&mut block, name, rows.iter().map(text))?;
-    }
-    put(&mut block, "local_ip", rows.iter().map(|r| r.local_ip))?;
-    put(&mut block, "local_port", rows.iter().map(|r| r.local_port))?;
-    put(
-        &mut block,
-        "local_host_network",
-        rows.iter().map(|r| r.local_host_network),
-    )?;
-    let remote: [(&str, Text); 9] = [
-        ("remote_cloud", |r| &r.remote_cloud),
-        ("remote_region", |r| &r.remote_region),
-        ("remote_zone", |r| &r.remote_zone),
-        ("remote_node", |r| &r.remote_node),
-        ("remote_namespace", |r| &r.remote_namespace),
-        ("remote_pod", |r| &r.remote_pod),
-        ("remote_workload_kind", |r| &r.remote_workload_kind),
-        ("remote_workload_name", |r| &r.remote_workload_name),
-        ("remote_app", |r| &r.remote_app),
-    ];
-    for (name, text) in remote {
-        put(&mut block, name, rows.iter().map(text))?;
-    }
-    put(&mut block, "remote_ip", rows.iter().map(|r| r.remote_ip))?;
-    put(
-        &mut block,
-        "remote_port",
-        rows.iter().map(|r| r.remote_port),
-    )?;
-    put(
-        &mut block,
-        "remote_host_network",
-        rows.iter().map(|r| r.remote_host_network),
-    )?;
-    let tail: [(&str, Text); 2] = [
-        ("remote_service", |r| &r.remote_service),
-        ("remote_network", |r| &r.remote_network),
-    ];
-    for (name, text) in tail {
-        put(&mut block, name, rows.iter().map(text))?;
-    }
-    put(&mut block, "bytes", rows.iter().map(|r| r.bytes))?;
-    put(&mut block, "packets", rows.iter().map(|r| r.packets))?;
-    put(&mut block, "cost_usd", rows.iter().map(|r| r.cost_usd))?;
-    let block = block.build()?;
-    ensure!(
-        block.columns().len() == <FlowRow as Row>::COLUMN_NAMES.len(),
-        "the Native block misses columns of FlowRow"
-    );
     let mut insert = client
-        .insert_native(table)
+        .insert::<FlowRow>(table)
+        .await?
         .with_setting("insert_deduplication_token", token);
-    insert.write(&block).await?;
-    insert.end().await?;
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// What-ifs: prototypes of a faster `pipeline::insert`, measured here before proposing them.
-// ClickHouse's row-wise parser (`BinaryRowInputFormat`) spends most of an insert's server time
-// putting values one by one into `LowCardinality` columns; these avoid that.
-
-/// `flows`'s insertable columns (those of [`FlowRow`]) with their types, `LowCardinality(T)`
-/// written as `T`, for `input('...')`.
-async fn input_structure(client: &Client) -> anyhow::Result<String> {
-    #[derive(clickhouse::Row, serde::Deserialize)]
-    struct NameType {
-        name: String,
-        #[serde(rename = "type")]
-        ty: String,
-    }
-    let columns = client
-        .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
-        .bind(DATABASE)
-        .bind(TABLE)
-        .fetch_all::<NameType>()
-        .await?;
-    <FlowRow as Row>::COLUMN_NAMES
-        .iter()
-        .map(|name| {
-            let column = columns
-                .iter()
-                .find(|c| c.name == *name)
-                .with_context(|| format!("{DATABASE}.{TABLE} has no column {name}"))?;
-            let ty = column
-                .ty
-                .strip_prefix("LowCardinality(")
-                .and_then(|t| t.strip_suffix(')'))
-                .unwrap_or(&column.ty);
-            Ok(format!("{name} {ty}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map(|c| c.join(", "))
-}
-
-fn put_varuint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_string(out: &mut Vec<u8>, value: &str) {
-    put_varuint(out, value.len() as u64);
-    out.extend_from_slice(value.as_bytes());
-}
-
-/// ClickHouse's UUID layout in RowBinary and Native: each 8-byte half little-endian.
-fn put_uuid(out: &mut Vec<u8>, id: &Uuid) {
-    let (high, low) = id.as_u64_pair();
-    out.extend_from_slice(&high.to_le_bytes());
-    out.extend_from_slice(&low.to_le_bytes());
-}
-
-/// One row in `RowBinary`, columns in [`FlowRow`]'s order.
-fn put_row_binary(out: &mut Vec<u8>, r: &FlowRow) {
-    put_uuid(out, &r.record_id);
-    out.extend_from_slice(&r.generation.to_le_bytes());
-    out.extend_from_slice(&r.interval_start_unix_ms.to_le_bytes());
-    out.extend_from_slice(&r.interval_seconds.to_le_bytes());
-    for text in [&r.cluster, &r.direction, &r.protocol, &r.class] {
-        put_string(out, text);
-    }
-    for (texts, ip, port, host_network) in [
-        (
-            [
-                &r.local_cloud,
-                &r.local_region,
-                &r.local_zone,
-                &r.local_node,
-                &r.local_namespace,
-                &r.local_pod,
-                &r.local_workload_kind,
-                &r.local_workload_name,
-                &r.local_app,
-            ],
-            r.local_ip,
-            r.local_port,
-            r.local_host_network,
-        ),
-        (
-            [
-                &r.remote_cloud,
-                &r.remote_region,
-                &r.remote_zone,
-                &r.remote_node,
-                &r.remote_namespace,
-                &r.remote_pod,
-                &r.remote_workload_kind,
-                &r.remote_workload_name,
-                &r.remote_app,
-            ],
-            r.remote_ip,
-            r.remote_port,
-            r.remote_host_network,
-        ),
-    ] {
-        for text in texts {
-            put_string(out, text);
-        }
-        out.extend_from_slice(&ip.octets());
-        out.extend_from_slice(&port.to_le_bytes());
-        out.push(u8::from(host_network));
-    }
-    put_string(out, &r.remote_service);
-    put_string(out, &r.remote_network);
-    out.extend_from_slice(&r.bytes.to_le_bytes());
-    out.extend_from_slice(&r.packets.to_le_bytes());
-    out.extend_from_slice(&r.cost_usd.to_le_bytes());
-}
-
-/// What-if 1, a small change: the same rows in plain `RowBinary`, read by the server through
-/// `input()` with `String` where the table has `LowCardinality(String)`, so the parser fills
-/// plain columns and the `INSERT ... SELECT` converts whole columns at once. LZ4 frames of
-/// 256 KiB as the crate's `Insert` sends them.
-async fn insert_input(
-    client: &Client,
-    structure: &str,
-    rows: &[FlowRow],
-    token: &str,
-) -> anyhow::Result<()> {
-    let columns = <FlowRow as Row>::COLUMN_NAMES.join(", ");
-    let sql = format!(
-        "INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM input('{structure}') FORMAT RowBinary"
-    );
-    let mut insert = client
-        .insert_formatted_with(sql)
-        .with_setting("insert_deduplication_token", token)
-        .buffered();
-    let mut row = Vec::with_capacity(1024);
-    for r in rows {
-        row.clear();
-        put_row_binary(&mut row, r);
-        insert.write_buffered(&row);
-        if insert.buf_len() >= FRAME_BYTES - 2048 {
-            insert.flush().await?;
-        }
-    }
-    insert.end().await?;
-    Ok(())
-}
-
-/// FxHash (rustc's): a fast hash for the short, repeated strings of a dictionary.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            self.add(u64::from_le_bytes(word.try_into().expect("8 bytes")));
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let mut word = [0u8; 8];
-            word[..tail.len()].copy_from_slice(tail);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type Dictionary<'a> =
-    std::collections::HashMap<&'a str, u32, std::hash::BuildHasherDefault<FxHasher>>;
-
-/// How one column of `flows` is read from a [`FlowRow`] and written in `Native`.
-#[derive(Clone, Copy)]
-enum Cell {
-    /// Fixed-width values, appended as they are stored.
-    Fixed(fn(&FlowRow, &mut Vec<u8>)),
-    /// `String`: length-prefixed bytes.
-    Text(fn(&FlowRow) -> &str),
-    /// `LowCardinality(String)`: a dictionary of the block's distinct values, then an index
-    /// per row (what `clickhouse-client` sends), so the server merges a small dictionary
-    /// instead of hashing every value.
-    Dictionary(fn(&FlowRow) -> &str),
-}
-
-/// `flows`'s columns in [`FlowRow`]'s order, with their exact types.
-const NATIVE_COLUMNS: [(&str, &str, Cell); 37] = {
-    use Cell::{Dictionary as D, Fixed as F, Text as T};
-    const LC: &str = "LowCardinality(String)";
-    [
-        ("record_id", "UUID", F(|r, o| put_uuid(o, &r.record_id))),
-        (
-            "generation",
-            "UInt64",
-            F(|r, o| o.extend_from_slice(&r.generation.to_le_bytes())),
-        ),
-        (
-            "interval_start_unix_ms",
-            "UInt64",
-            F(|r, o| o.extend_from_slice(&r.interval_start_unix_ms.to_le_bytes())),
-        ),
-        (
-            "interval_seconds",
-            "UInt32",
-            F(|r, o| o.extend_from_slice(&r.interval_seconds.to_le_bytes())),
-        ),
-        ("cluster", LC, D(|r| &r.cluster)),
-        ("direction", LC, D(|r| &r.direction)),
-        ("protocol", LC, D(|r| &r.protocol)),
-        ("class", LC, D(|r| &r.class)),
-        ("local_cloud", LC, D(|r| &r.local_cloud)),
-        ("local_region", LC, D(|r| &r.local_region)),
-        ("local_zone", LC, D(|r| &r.local_zone)),
-        ("local_node", LC, D(|r| &r.local_node)),
-        ("local_namespace", LC, D(|r| &r.local_namespace)),
-        ("local_pod", "String", T(|r| &r.local_pod)),
-        ("local_workload_kind", LC, D(|r| &r.local_workload_kind)),
-        ("local_workload_name", LC, D(|r| &r.local_workload_name)),
-        ("local_app", LC, D(|r| &r.local_app)),
-        (
-            "local_ip",
-            "IPv6",
-            F(|r, o| o.extend_from_slice(&r.local_ip.octets())),
-        ),
-        (
-            "local_port",
-            "UInt16",
-            F(|r, o| o.extend_from_slice(&r.local_port.to_le_bytes())),
-        ),
-        (
-            "local_host_network",
-            "Bool",
-            F(|r, o| o.push(u8::from(r.local_host_network))),
-        ),
-        ("remote_cloud", LC, D(|r| &r.remote_cloud)),
-        ("remote_region", LC, D(|r| &r.remote_region)),
-        ("remote_zone", LC, D(|r| &r.remote_zone)),
-        ("remote_node", LC, D(|r| &r.remote_node)),
-        ("remote_namespace", LC, D(|r| &r.remote_namespace)),
-        ("remote_pod", "String", T(|r| &r.remote_pod)),
-        ("remote_workload_kind", LC, D(|r| &r.remote_workload_kind)),
-        ("remote_workload_name", LC, D(|r| &r.remote_workload_name)),
-        ("remote_app", LC, D(|r| &r.remote_app)),
-        (
-            "remote_ip",
-            "IPv6",
-            F(|r, o| o.extend_from_slice(&r.remote_ip.octets())),
-        ),
-        (
-            "remote_port",
-            "UInt16",
-            F(|r, o| o.extend_from_slice(&r.remote_port.to_le_bytes())),
-        ),
-        (
-            "remote_host_network",
-            "Bool",
-            F(|r, o| o.push(u8::from(r.remote_host_network))),
-        ),
-        ("remote_service", LC, D(|r| &r.remote_service)),
-        ("remote_network", LC, D(|r| &r.remote_network)),
-        (
-            "bytes",
-            "UInt64",
-            F(|r, o| o.extend_from_slice(&r.bytes.to_le_bytes())),
-        ),
-        (
-            "packets",
-            "UInt64",
-            F(|r, o| o.extend_from_slice(&r.packets.to_le_bytes())),
-        ),
-        (
-            "cost_usd",
-            "Float64",
-            F(|r, o| o.extend_from_slice(&r.cost_usd.to_le_bytes())),
-        ),
-    ]
-};
-
-/// One column being built: its values (fixed or text), or its dictionary and indexes.
-#[derive(Default)]
-struct ColumnData<'a> {
-    bytes: Vec<u8>,
-    dictionary: Dictionary<'a>,
-    keys: Vec<&'a str>,
-    indexes: Vec<u32>,
-}
-
-/// Encodes `rows` as one `Native` block with the types of `flows`. One pass over the rows,
-/// every column at once: a pass per column would fetch every row's strings 22 times from
-/// wherever the heap put them (measured: 2 us/row instead of well under 1).
-fn encode_native(rows: &[FlowRow], out: &mut Vec<u8>) {
-    const HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
-    const NEED_UPDATE_DICTIONARY: u64 = 1 << 10;
-    let mut columns: Vec<ColumnData> = NATIVE_COLUMNS
-        .iter()
-        .map(|(_, _, cell)| {
-            let mut column = ColumnData::default();
-            match cell {
-                Cell::Fixed(_) => column.bytes.reserve(16 * rows.len()),
-                Cell::Text(_) => column.bytes.reserve(48 * rows.len()),
-                Cell::Dictionary(_) => column.indexes.reserve(rows.len()),
-            }
-            column
-        })
-        .collect();
-    for r in rows {
-        for ((_, _, cell), column) in NATIVE_COLUMNS.iter().zip(columns.iter_mut()) {
-            match *cell {
-                Cell::Fixed(put) => put(r, &mut column.bytes),
-                Cell::Text(get) => put_string(&mut column.bytes, get(r)),
-                Cell::Dictionary(get) => {
-                    let v = get(r);
-                    let keys = &mut column.keys;
-                    let index = *column.dictionary.entry(v).or_insert_with(|| {
-                        keys.push(v);
-                        keys.len() as u32 - 1
-                    });
-                    column.indexes.push(index);
-                }
-            }
-        }
-    }
-    put_varuint(out, NATIVE_COLUMNS.len() as u64);
-    put_varuint(out, rows.len() as u64);
-    for ((name, ty, cell), column) in NATIVE_COLUMNS.iter().zip(&columns) {
-        put_string(out, name);
-        put_string(out, ty);
-        if !matches!(cell, Cell::Dictionary(_)) {
-            out.extend_from_slice(&column.bytes);
-            continue;
-        }
-        // Serialization version: shared dictionaries with additional keys.
-        out.extend_from_slice(&1u64.to_le_bytes());
-        let width: u64 = match column.keys.len() {
-            0..=256 => 0,
-            257..=65_536 => 1,
-            _ => 2,
-        };
-        out.extend_from_slice(
-            &(width | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY).to_le_bytes(),
-        );
-        out.extend_from_slice(&(column.keys.len() as u64).to_le_bytes());
-        for key in &column.keys {
-            put_string(out, key);
-        }
-        out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
-        match width {
-            0 => out.extend(column.indexes.iter().map(|&i| i as u8)),
-            1 => out.extend(
-                column
-                    .indexes
-                    .iter()
-                    .flat_map(|&i| (i as u16).to_le_bytes()),
-            ),
-            _ => out.extend(column.indexes.iter().flat_map(|&i| i.to_le_bytes())),
-        }
-    }
-}
-
-/// What-if 2: a `Native` body from [`encode_native`] (the reference's format), sent in LZ4
-/// frames of 256 KiB with the sink's client.
-async fn send_native(client: &Client, body: &[u8], token: &str) -> anyhow::Result<()> {
-    let sql = format!(
-        "INSERT INTO {TABLE} ({}) FORMAT Native",
-        <FlowRow as Row>::COLUMN_NAMES.join(", ")
-    );
-    let mut insert = client
-        .insert_formatted_with(sql)
-        .with_setting("insert_deduplication_token", token)
-        .buffered();
-    // The crate compresses each flushed frame when the client has compression on.
-    for frame in body.chunks(FRAME_BYTES - 2048) {
-        insert.write_buffered(frame);
-        insert.flush().await?;
+    for row in rows {
+        insert.write(row).await?;
     }
     insert.end().await?;
     Ok(())
@@ -1774,9 +1214,6 @@ async fn server_breakdown(server: &Client) -> anyhow::Result<Vec<(String, String
 }
 
 // ---------------------------------------------------------------------------------------------
-// CPU time
-
-// ---------------------------------------------------------------------------------------------
 // Report
 
 struct Medians {
@@ -1824,17 +1261,9 @@ impl InsertReport {
         let n = self.rows;
         let reps = self.variants.first().map_or(0, |(_, s)| s.len());
         println!(
-            "\n-- part 1 results: {n} rows in {} sequential inserts of up to {CHUNK_ROWS} rows into {DATABASE}.{TABLE}; Native {:.0} B/row{}; median of {reps} runs --",
+            "\n-- part 1 results: {n} rows in {} inserts of up to {CHUNK_ROWS} rows, in order, into {DATABASE}.{TABLE}; Native {:.0} B/row; median of {reps} runs --",
             self.chunks,
             self.native_bytes as f64 / n as f64,
-            if self.rbwnat_bytes > 0 {
-                format!(
-                    ", RowBinaryWithNamesAndTypes {:.0} B/row",
-                    self.rbwnat_bytes as f64 / n as f64
-                )
-            } else {
-                String::new()
-            },
         );
         let reference = self.reference();
         println!(

@@ -1,9 +1,11 @@
 //! The sink: batches enriched flow records from Kafka into ClickHouse, owning the schema.
 //!
-//! Reading order: [`row`] (a wire record -> a table row), [`pipeline`] (consume, batch, insert,
-//! commit), [`schema`] (tables, migrations, rollups, the Kafka-engine path).
+//! Reading order: [`row`] (a wire record -> a table row), [`native`] (rows -> the block that is
+//! inserted), [`pipeline`] (consume, batch, insert, commit), [`schema`] (tables, migrations,
+//! rollups, the Kafka-engine path).
 
 pub mod config;
+pub mod native;
 pub mod pipeline;
 pub mod row;
 pub mod schema;
@@ -27,6 +29,7 @@ impl ClickHouseArgs {
             .with_url(&self.url)
             .with_user(&self.user)
             .with_password(&self.password)
+            .with_compression(native::COMPRESSION)
     }
 }
 
@@ -56,7 +59,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> anyhow::Result<()> {
     producer
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "15000");
-    let sink = Sink {
+    let sink = Arc::new(Sink {
         consumer: consumer.clone(),
         topic: flows_topic,
         client: client.with_database(&config.schema.database),
@@ -67,7 +70,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> anyhow::Result<()> {
             max_rows: config.batch.batch_rows,
             max_age: config.batch.batch_age,
         },
-    };
+    });
     ctx.health.set_ready(true);
     let result = sink
         .run(

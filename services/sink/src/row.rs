@@ -5,10 +5,10 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use netmeter_proto::flows::Flow;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Column names are the `flow.proto` field names; see `schema.rs` for the types.
-#[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct FlowRow {
     #[serde(with = "clickhouse::serde::uuid")]
     pub record_id: uuid::Uuid,

@@ -92,6 +92,9 @@ fn start(stack: &Stack) -> RunningService {
         "session.timeout.ms=6000",
         "--kafka-option",
         "heartbeat.interval.ms=500",
+        // A sink that stops polling during an outage is expelled after this long.
+        "--kafka-option",
+        "max.poll.interval.ms=10000",
     ];
     let mut sink = RunningService::start(Path::new(BIN), stack, &args).unwrap();
     sink.wait_ready(Duration::from_secs(60))
@@ -199,6 +202,13 @@ async fn a_sigkill_mid_batch_and_a_clickhouse_outage_lose_nothing_and_double_not
             .unwrap_or(0.0)
             >= 1.0,
         "the outage was noticed"
+    );
+    // Paused, not silent: the group kept the sink through an outage 3x `max.poll.interval.ms`.
+    assert_eq!(
+        sink.metric("netmeter_sink_rebalances_total{event=\"revoked\"}"),
+        None,
+        "{}",
+        sink.process.log_tail()
     );
 }
 

@@ -112,7 +112,7 @@ async fn the_readme_queries_answer_the_questions() {
     netmeter_sink::pipeline::insert(
         &client.clone().with_database("netmeter"),
         "flows",
-        &rows,
+        netmeter_sink::native::NativeBlock::encode(&rows),
         "readme-queries",
     )
     .await

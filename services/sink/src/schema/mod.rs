@@ -59,7 +59,7 @@ pub mod kafka_engine;
 mod migrate;
 pub mod migrations;
 pub mod rollups;
-mod tables;
+pub(crate) mod tables;
 
 use std::fmt;
 
