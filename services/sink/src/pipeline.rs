@@ -27,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::native::{self, NativeBlock};
+use crate::native::{self, NativeBlock, NativeEncoder};
 use crate::row::FlowRow;
 
 /// When a batch is written.
@@ -75,6 +75,22 @@ impl Batch {
             .map(|(p, (first, last))| format!("{topic}/{p}:{first}-{last}"))
             .collect();
         ranges.join(",")
+    }
+
+    /// Encodes the rows, unless done already, on a blocking thread (50,000 rows take tens of
+    /// milliseconds) with `encoder`, which keeps its buffers for the next batch.
+    async fn encode(&mut self, encoder: &mut NativeEncoder) {
+        if self.block.is_some() || self.rows.is_empty() {
+            return;
+        }
+        let (rows, mut owned) = (std::mem::take(&mut self.rows), std::mem::take(encoder));
+        let (rows, owned, block) = tokio::task::spawn_blocking(move || {
+            let block = owned.encode(&rows);
+            (rows, owned, block)
+        })
+        .await
+        .expect("encoding a batch does not panic");
+        (self.rows, *encoder, self.block) = (rows, owned, Some(block));
     }
 
     /// The offsets to commit: the next one to read, per partition.
@@ -142,18 +158,6 @@ where
     }
     poison.sort_unstable();
     Some(poison)
-}
-
-/// The batch with its rows encoded, on a blocking thread: 50,000 rows take tens of milliseconds.
-async fn encoded(mut batch: Batch) -> Batch {
-    tokio::task::spawn_blocking(move || {
-        if batch.block.is_none() && !batch.rows.is_empty() {
-            batch.block = Some(NativeBlock::encode(&batch.rows));
-        }
-        batch
-    })
-    .await
-    .expect("encoding a batch does not panic")
 }
 
 /// Whether a spawned [`Sink::flush`] wrote its batch; a panic in it is logged and counts as not.
@@ -393,21 +397,20 @@ impl Sink {
         // so memory holds two batches and batches are written and committed in order.
         let mut writing: Option<JoinHandle<bool>> = None;
         let mut consumption = Consumption::default();
+        let mut encoder = NativeEncoder::default();
         let mut errors = 0u64;
         let mut written = true;
         loop {
             let full = batch.rows.len() >= self.limits.max_rows;
             let due = full || (!batch.is_empty() && batch.age() >= self.limits.max_age);
             if due && writing.is_none() {
-                let batch = encoded(std::mem::take(&mut batch)).await;
-                writing = Some(self.spawn_flush(batch, &give_up));
+                batch.encode(&mut encoder).await;
+                writing = Some(self.spawn_flush(std::mem::take(&mut batch), &give_up));
                 continue;
             }
             if full {
                 // Encoded now, so the insert starts the moment the previous one is committed.
-                if batch.block.is_none() {
-                    batch = encoded(batch).await;
-                }
+                batch.encode(&mut encoder).await;
                 // Polling goes on (a consumer that stops polling is expelled from the group
                 // after `max.poll.interval.ms`); paused partitions deliver nothing.
                 consumption.pause(&self.consumer);
