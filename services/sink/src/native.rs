@@ -13,10 +13,10 @@
 //! then the index width and flags, the dictionary (key count and keys), and the row count and
 //! one index per row.
 
-use clickhouse::Compression;
-use clickhouse::insert_formatted::CompressedData;
 use std::hash::BuildHasher;
 
+use clickhouse::Compression;
+use clickhouse::insert_formatted::CompressedData;
 use rustc_hash::FxBuildHasher;
 
 use crate::row::FlowRow;
@@ -30,9 +30,6 @@ const FRAME_BYTES: usize = 256 * 1024;
 /// A batch encoded and compressed, ready to be the body of one insert (and spent by it).
 pub struct NativeBlock {
     pub frames: Vec<CompressedData>,
-    pub rows: usize,
-    /// Uncompressed.
-    pub bytes: usize,
 }
 
 /// `INSERT INTO table (columns) FORMAT Native`, the statement a [`NativeBlock`] is the body of.
@@ -280,8 +277,6 @@ impl NativeEncoder {
                 .chunks(FRAME_BYTES)
                 .map(|frame| CompressedData::new(frame, COMPRESSION).expect("LZ4 is compiled in"))
                 .collect(),
-            rows: rows.len(),
-            bytes: self.body.len(),
         }
     }
 
@@ -397,6 +392,30 @@ mod tests {
             bytes.windows(expected.len()).any(|w| w == expected),
             "the local_app column is not in the block as expected"
         );
+    }
+
+    #[test]
+    fn a_dictionary_tells_near_equal_keys_apart() {
+        let mut dictionary = Dictionary::default();
+        let keys = [
+            "",
+            "a",
+            "ab",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefghi",
+            "abcdefgh\0",
+            "é",
+        ];
+        let first: Vec<u32> = keys.iter().map(|k| dictionary.index(k)).collect();
+        let again: Vec<u32> = keys.iter().map(|k| dictionary.index(k)).collect();
+        assert_eq!(first, (0..keys.len() as u32).collect::<Vec<_>>());
+        assert_eq!(again, first);
+        let mut expected = Vec::new();
+        keys.iter().for_each(|k| put_string(&mut expected, k));
+        let mut written = Vec::new();
+        dictionary.put_keys(&mut written);
+        assert_eq!(written, expected);
     }
 
     #[test]
