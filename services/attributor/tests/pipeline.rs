@@ -103,6 +103,25 @@ fn web_to_db(sequence: u64, start_ms: u64) -> netmeter_proto::raw::ConntrackBatc
 }
 
 /// The local pod of the `out` record of each batch sequence, in order.
+/// What a record stands for: one delta (its local end) in one direction.
+fn identity(f: &Flow) -> (String, u32, String) {
+    (f.local_ip.clone(), f.local_port, f.direction.clone())
+}
+
+/// Reads until records for `expected` distinct identities arrived; false at `timeout`.
+async fn read_identities(reader: &mut TopicReader, expected: usize, timeout: Duration) -> bool {
+    reader
+        .read_until(timeout, |messages| {
+            let ids: HashSet<_> = messages
+                .iter()
+                .flat_map(|m| netmeter_proto::decode_flows(&m.payload).unwrap())
+                .map(|f| identity(&f))
+                .collect();
+            ids.len() >= expected
+        })
+        .await
+}
+
 fn senders(flows: &[Flow]) -> Vec<(String, String)> {
     flows
         .iter()
@@ -391,17 +410,7 @@ async fn two_replicas_one_killed_mid_stream_every_delta_yields_its_records() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     let _replacement = start(&stack, &group_args, &[]);
     let expected = (nodes * batches * deltas * 2) as usize;
-    let identity = |f: &Flow| (f.local_ip.clone(), f.local_port, f.direction.clone());
-    let complete = reader
-        .read_until(Duration::from_secs(120), |messages| {
-            let ids: HashSet<_> = messages
-                .iter()
-                .flat_map(|m| netmeter_proto::decode_flows(&m.payload).unwrap())
-                .map(|f| identity(&f))
-                .collect();
-            ids.len() >= expected
-        })
-        .await;
+    let complete = read_identities(&mut reader, expected, Duration::from_secs(120)).await;
     let all = reader.flows();
     let mut by_id: HashMap<String, Flow> = HashMap::new();
     let mut duplicates = 0;
@@ -524,17 +533,7 @@ async fn a_broker_outage_loses_no_record() {
         PARTITIONS,
     )
     .unwrap();
-    let identity = |f: &Flow| (f.local_ip.clone(), f.local_port, f.direction.clone());
-    let complete = reader
-        .read_until(Duration::from_secs(90), |messages| {
-            let ids: HashSet<_> = messages
-                .iter()
-                .flat_map(|m| netmeter_proto::decode_flows(&m.payload).unwrap())
-                .map(|f| identity(&f))
-                .collect();
-            ids.len() >= expected
-        })
-        .await;
+    let complete = read_identities(&mut reader, expected, Duration::from_secs(90)).await;
     let by_id: HashMap<String, Flow> = reader
         .flows()
         .into_iter()

@@ -74,7 +74,7 @@ use clap::Parser;
 use clickhouse::insert_formatted::CompressedData;
 use clickhouse::{Client, Compression, Row};
 use netmeter_proto::{EndpointView, FlowView, Schema};
-use netmeter_sink::native::NativeEncoder;
+use netmeter_sink::native::{self, NativeEncoder};
 use netmeter_sink::pipeline;
 use netmeter_sink::row::FlowRow;
 use netmeter_sink::schema::{SchemaSettings, migrate};
@@ -93,8 +93,6 @@ const DATABASE: &str = "netmeter";
 const TABLE: &str = "flows";
 /// The sink's default `--batch-rows`.
 const CHUNK_ROWS: usize = 50_000;
-/// The frame the `clickhouse` crate compresses and sends (its `BUFFER_SIZE`).
-const FRAME_BYTES: usize = 256 * 1024;
 /// The attributor's default `--max-message-bytes`.
 const MAX_MESSAGE_BYTES: usize = 900_000;
 const GOAL_RATIO: f64 = 0.8;
@@ -621,17 +619,17 @@ enum Frames {
 }
 
 impl Frames {
-    fn new(body: &[u8], lz4: bool) -> anyhow::Result<Frames> {
-        let frames = body.chunks(FRAME_BYTES);
-        Ok(if lz4 {
-            Frames::Lz4(
-                frames
-                    .map(|f| CompressedData::new(f, Compression::Lz4))
-                    .collect::<Result<_, _>>()?,
-            )
+    /// Cut as the sink cuts its own blocks (`native::FRAME_BYTES`), compressed the same way.
+    fn new(body: &[u8], lz4: bool) -> Frames {
+        if lz4 {
+            Frames::Lz4(native::compressed_frames(body))
         } else {
-            Frames::Plain(frames.map(<[u8]>::to_vec).collect())
-        })
+            Frames::Plain(
+                body.chunks(native::FRAME_BYTES)
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            )
+        }
     }
 }
 
@@ -694,7 +692,7 @@ async fn bench_insert(
     let few = chunks.len().min(2);
     for &variant in variants {
         truncate(&server).await?;
-        let frames = prepare(variant, &encoded[..few])?;
+        let frames = prepare(variant, &encoded[..few]);
         run(variant, &clients, &chunks[..few], frames, "warm-up").await?;
     }
     let mut expected: Option<(u64, u64)> = None;
@@ -707,7 +705,7 @@ async fn bench_insert(
             let index = (k + round) % variants.len();
             let variant = variants[index];
             truncate(&server).await?;
-            let frames = prepare(variant, &encoded)?;
+            let frames = prepare(variant, &encoded);
             let (cpu0, ch0, busy0) = (
                 process_cpu_self(),
                 process_cpu(clickhouse_pid),
@@ -820,13 +818,13 @@ struct UuidRow {
 
 /// What a variant sends, per chunk, made before the clock starts: nothing for the variants
 /// that encode rows themselves, the frames of ClickHouse's own encoding for the references.
-fn prepare(variant: Variant, encoded: &[Vec<u8>]) -> anyhow::Result<Vec<Frames>> {
+fn prepare(variant: Variant, encoded: &[Vec<u8>]) -> Vec<Frames> {
     match variant {
         Variant::NativeLz4 | Variant::NativePlain => encoded
             .iter()
             .map(|body| Frames::new(body, variant == Variant::NativeLz4))
             .collect(),
-        _ => Ok(Vec::new()),
+        _ => Vec::new(),
     }
 }
 
@@ -874,7 +872,7 @@ async fn run(
             }
         }
         Variant::NativeLz4 | Variant::NativePlain => {
-            let sql = netmeter_sink::native::insert_statement(TABLE);
+            let sql = native::insert_statement(TABLE);
             ensure!(frames.len() == chunks.len(), "one body per chunk");
             for (i, body) in frames.into_iter().enumerate() {
                 let client = match body {

@@ -25,11 +25,18 @@ use crate::row::FlowRow;
 pub const COMPRESSION: Compression = Compression::Lz4;
 
 /// The size of the frames a block is compressed in (the `clickhouse` crate's own buffer size).
-const FRAME_BYTES: usize = 256 * 1024;
+pub const FRAME_BYTES: usize = 256 * 1024;
 
 /// A batch encoded and compressed, ready to be the body of one insert (and spent by it).
 pub struct NativeBlock {
     pub frames: Vec<CompressedData>,
+}
+
+/// `body` in [`COMPRESSION`] frames of [`FRAME_BYTES`], as the client sends a body.
+pub fn compressed_frames(body: &[u8]) -> Vec<CompressedData> {
+    body.chunks(FRAME_BYTES)
+        .map(|frame| CompressedData::new(frame, COMPRESSION).expect("LZ4 is compiled in"))
+        .collect()
 }
 
 /// `INSERT INTO table (columns) FORMAT Native`, the statement a [`NativeBlock`] is the body of.
@@ -272,11 +279,7 @@ impl NativeEncoder {
     pub fn encode(&mut self, rows: &[FlowRow]) -> NativeBlock {
         self.encode_body(rows);
         NativeBlock {
-            frames: self
-                .body
-                .chunks(FRAME_BYTES)
-                .map(|frame| CompressedData::new(frame, COMPRESSION).expect("LZ4 is compiled in"))
-                .collect(),
+            frames: compressed_frames(&self.body),
         }
     }
 
