@@ -18,7 +18,8 @@
 //!
 //! The data, built in code from a fixed seed: a cluster in AWS eu-west-1 with 100 nodes in 3
 //! zones and 10,000 pod tenures (about 10% of the pod addresses were held by 2-3 pods over
-//! time, a few pods are dual-stack), the real AWS/GCP/Azure range files, and batches as one
+//! time, a few pods are dual-stack), the real AWS/GCP/Azure range files (the attributor's
+//! built-in snapshot, which the binary of part 2 uses too), and batches as one
 //! node's collector writes them: ~60% pod to pod (same node, same zone, other zone, a few via
 //! the node's own address, some through a Service DNAT), ~25% to addresses inside published
 //! cloud prefixes (AWS in and out of region, GCP, Azure; some IPv6), ~10% internet, ~5%
@@ -69,7 +70,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use clap::Parser;
 use ipnet::IpNet;
-use netmeter_attributor::cloud::{CloudRanges, SharedCloudRanges};
+use netmeter_attributor::cloud::{Cloud, CloudRanges, LoadedRanges, SharedCloudRanges};
 use netmeter_attributor::config::OutputFormat;
 use netmeter_attributor::enrich::{ClusterPlace, Enricher, Inputs};
 use netmeter_attributor::inventory::{IpOwnerHistory, Owner, OwnerKind, Tenure};
@@ -78,10 +79,10 @@ use netmeter_attributor::rules::Rules;
 use netmeter_common::publish::Outgoing;
 use netmeter_proto::raw::ConntrackBatch;
 use netmeter_proto::{DEFAULT_TOPIC_PREFIX, Schema};
+use netmeter_tests::Stack;
 use netmeter_tests::records::{TestProducer, batch, delta};
 use netmeter_tests::service::{RunningService, http_get};
 use netmeter_tests::stack::PARTITIONS;
-use netmeter_tests::{Stack, cloud_ranges_dir};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
@@ -119,14 +120,13 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let ranges_dir = cloud_ranges_dir();
-    let ranges = netmeter_attributor::cloud::load_dir(&ranges_dir)
-        .with_context(|| format!("loading the range files in {}", ranges_dir.display()))?;
+    let loaded = netmeter_attributor::cloud::load(None).context("loading the built-in ranges")?;
+    let ranges = &loaded.table;
     // A batch's interval starts here; recent, because the attributor forgets tenures older
     // than its inventory retention (7 days) at start.
     let t0 = (netmeter_tests::records::now_ms() - HOUR_MS) / INTERVAL_MS * INTERVAL_MS;
     let cluster = Cluster::build(t0);
-    let remotes = Remotes::build(&ranges_dir, &ranges)?;
+    let remotes = Remotes::build(ranges)?;
     println!(
         "setup: {} cloud prefixes; {} nodes in {} zones; {} pod tenures on {} IPv4 addresses ({} of them held by 2-3 pods over time) and {} IPv6 addresses; {} node tenures; remote pools: {} cloud, {} internet, {} private",
         ranges.len(),
@@ -151,7 +151,7 @@ fn main() -> anyhow::Result<()> {
             t0,
             1,
         );
-        report.enrich = Some(bench_enrich(&enricher, &cluster, &ranges, &batches));
+        report.enrich = Some(bench_enrich(&enricher, &cluster, ranges, &batches));
     }
     if parts.contains(&"kafka") {
         let batches = generate(
@@ -162,7 +162,7 @@ fn main() -> anyhow::Result<()> {
             2,
         );
         let reps = env_number("NETMETER_BENCH_KAFKA_REPS", REPS)?;
-        report.kafka = Some(bench_kafka(&cluster, ranges, &ranges_dir, batches, reps)?);
+        report.kafka = Some(bench_kafka(&cluster, loaded, batches, reps)?);
     }
     report.print();
     println!(
@@ -399,18 +399,12 @@ impl Remotes {
     /// Picks addresses inside prefixes spread evenly over each provider's file, keeping only
     /// those the loaded table labels; internet addresses are random public ones that no
     /// provider publishes.
-    fn build(dir: &Path, ranges: &CloudRanges) -> anyhow::Result<Remotes> {
-        let read = |name: &str| -> anyhow::Result<serde_json::Value> {
-            let path = dir.join(name);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Ok(serde_json::from_str(&text)?)
+    fn build(ranges: &CloudRanges) -> anyhow::Result<Remotes> {
+        let read = |cloud: Cloud| -> anyhow::Result<serde_json::Value> {
+            let json = netmeter_attributor::cloud::snapshot::json(cloud);
+            Ok(serde_json::from_slice(&json)?)
         };
-        let (aws, gcp, azure) = (
-            read("aws-ip-ranges.json")?,
-            read("gcp-cloud.json")?,
-            read("azure-service-tags.json")?,
-        );
+        let (aws, gcp, azure) = (read(Cloud::Aws)?, read(Cloud::Gcp)?, read(Cloud::Azure)?);
         let strings = |values: Option<&serde_json::Value>,
                        field: &str,
                        filter: &dyn Fn(&serde_json::Value) -> bool|
@@ -919,8 +913,7 @@ const SCRATCH_RAW: &str = "netmeter.bench-raw.v1";
 
 fn bench_kafka(
     cluster: &Cluster,
-    ranges: CloudRanges,
-    ranges_dir: &Path,
+    ranges: LoadedRanges,
     batches: Vec<ConntrackBatch>,
     reps: usize,
 ) -> anyhow::Result<KafkaReport> {
@@ -996,7 +989,8 @@ fn bench_kafka(
 
     // Cold: the raw batches wait on the topic, then the attributor starts.
     runtime.block_on(producer.send_raw(&raw_topic, &batches))?;
-    let mut args: Vec<String> = [
+    // No --cloud-ranges-dir: the built-in snapshot, the same table as `ranges` above.
+    let args = [
         "--kubernetes=false",
         "--cloud",
         "aws",
@@ -1004,13 +998,7 @@ fn bench_kafka(
         REGION,
         "--cluster",
         CLUSTER,
-        "--cloud-ranges-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(ranges_dir.display().to_string());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ];
     let base_high = watermarks.total(&flows_topic)?;
     let spawned = Instant::now();
     let mut service = RunningService::start(Path::new(ATTRIBUTOR), &stack, &args)?;

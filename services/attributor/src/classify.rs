@@ -2,6 +2,9 @@
 //!
 //! The rules (also in the README, "Classification"), for a flow between the local endpoint on
 //! the observing node and a remote endpoint:
+//! - Remote address multicast (224.0.0.0/4, ff00::/8) or the limited broadcast
+//!   (255.255.255.255) -> `MULTICAST`, before every other rule: such packets (IGMP and MLD
+//!   reports, mDNS, DHCP) never leave the local network, whoever else the address matches.
 //! - Remote is a known place (a pod, node or Service of the cluster, a static host, or a
 //!   network rule that names a region/zone), compared field by field, first match wins:
 //!   same node -> `INTRA_NODE`; clouds known and different -> `INTER_CLOUD`; regions known and
@@ -15,6 +18,7 @@
 //! - Any other address -> `INTERNET`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,10 +34,13 @@ pub enum Class {
     Vpc,
     Internet,
     Unknown,
+    Multicast,
 }
 
 impl Class {
-    pub const ALL: [Class; 9] = [
+    /// Every class, in declaration order: `Class::ALL[class as usize] == class`, so arrays of
+    /// `Class::ALL.len()` entries are indexed by `class as usize`.
+    pub const ALL: [Class; 10] = [
         Class::IntraNode,
         Class::IntraZone,
         Class::InterZone,
@@ -43,6 +50,7 @@ impl Class {
         Class::Vpc,
         Class::Internet,
         Class::Unknown,
+        Class::Multicast,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,7 +64,18 @@ impl Class {
             Class::Vpc => "VPC",
             Class::Internet => "INTERNET",
             Class::Unknown => "UNKNOWN",
+            Class::Multicast => "MULTICAST",
         }
+    }
+}
+
+/// Whether traffic to `remote` is [`Class::Multicast`]: a multicast group or the limited
+/// broadcast address. (A subnet's directed broadcast looks like any host address.)
+#[inline]
+pub fn is_multicast(remote: IpAddr) -> bool {
+    match remote {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
     }
 }
 
@@ -165,7 +184,8 @@ pub type PriceOverrides = HashMap<String, HashMap<Class, DirectionalPrice>>;
 impl Default for PriceTable {
     /// List prices (first tier) as of 2025: cross-zone $0.01/GiB each way on all three
     /// clouds; cross-region egress $0.02; internet (and other-cloud) egress AWS $0.09,
-    /// GCP $0.12, Azure $0.087; ingress from the internet is free. Everything else is free.
+    /// GCP $0.12, Azure $0.087; ingress from the internet is free. Everything else is free,
+    /// `MULTICAST` included.
     fn default() -> Self {
         let mut prices = HashMap::new();
         for (cloud, internet) in [("aws", 0.09), ("gcp", 0.12), ("azure", 0.087)] {
@@ -208,7 +228,7 @@ impl PriceTable {
     }
 
     /// The table as a dense array per cloud, for the hot path.
-    pub fn dense(&self, cloud: &str) -> [DirectionalPrice; 9] {
+    pub fn dense(&self, cloud: &str) -> [DirectionalPrice; Class::ALL.len()] {
         Class::ALL.map(|class| self.price(cloud, class))
     }
 }
@@ -259,6 +279,45 @@ mod tests {
         for (remote, expected) in cases {
             assert_eq!(between_places(&local, &remote), expected, "{remote:?}");
         }
+    }
+
+    #[test]
+    fn multicast_and_limited_broadcast_addresses() {
+        for address in [
+            "224.0.0.22",
+            "224.0.0.251",
+            "239.255.255.250",
+            "255.255.255.255",
+            "ff02::16",
+            "ff02::fb",
+            "ff05::1:3",
+        ] {
+            assert!(is_multicast(address.parse().unwrap()), "{address}");
+        }
+        for address in [
+            "223.255.255.255",
+            "240.0.0.1",
+            "10.0.0.255",
+            "8.8.8.8",
+            "fe80::1",
+            "fd00::ff",
+            "2001:db8::ff00",
+        ] {
+            assert!(!is_multicast(address.parse().unwrap()), "{address}");
+        }
+    }
+
+    #[test]
+    fn all_lists_every_class_at_its_index_once() {
+        for (index, class) in Class::ALL.iter().enumerate() {
+            assert_eq!(*class as usize, index, "{class:?}");
+        }
+        let mut names: Vec<_> = Class::ALL.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Class::ALL.len());
+        let parsed: Class = serde_yaml_ng::from_str("MULTICAST").unwrap();
+        assert_eq!(parsed, Class::Multicast);
     }
 
     #[test]
@@ -318,9 +377,16 @@ mod tests {
             table.price("", Class::InterZone),
             DirectionalPrice::default()
         );
+        for cloud in ["aws", "gcp", "azure"] {
+            assert_eq!(
+                table.price(cloud, Class::Multicast),
+                DirectionalPrice::default(),
+                "multicast is free on {cloud}"
+            );
+        }
 
         let overrides: PriceOverrides = serde_yaml_ng::from_str(
-            "AWS:\n  INTERNET: {out: 0.05}\n  VPC: {out: 0.045, in: 0.045}\n",
+            "AWS:\n  INTERNET: {out: 0.05}\n  VPC: {out: 0.045, in: 0.045}\n  MULTICAST: {out: 0.001}\n",
         )
         .unwrap();
         let table = PriceTable::with_overrides(&overrides);
@@ -328,6 +394,7 @@ mod tests {
         assert_eq!(table.price("aws", Class::Vpc).inbound, 0.045);
         assert_eq!(table.price("aws", Class::InterZone).out, 0.01);
         assert_eq!(table.dense("aws")[Class::Vpc as usize].out, 0.045);
+        assert_eq!(table.dense("aws")[Class::Multicast as usize].out, 0.001);
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Args {
     /// Watch the Kubernetes API (in-cluster config or $KUBECONFIG). Off: static hosts only.
     #[arg(long, env = "NETMETER_KUBERNETES", default_value_t = true, action = clap::ArgAction::Set)]
     pub kubernetes: bool,
+    /// A kubeconfig file to reach the API server with (its current context), instead of the
+    /// in-cluster configuration or $KUBECONFIG.
+    #[arg(long, env = "NETMETER_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// How long to wait at start for the first full Kubernetes list before attributing with
     /// the persisted inventory alone (marked stale).
     #[arg(long, env = "NETMETER_KUBERNETES_SYNC_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]

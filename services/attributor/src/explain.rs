@@ -1,7 +1,8 @@
 //! `netmeter-attributor explain ADDR...`: how the attributor labels and classifies addresses
 //! as the remote end of a flow from this cluster (its `--cloud`/`--region`), with the same
-//! range files and rules file. The tool to reach for when a number looks wrong. It does not
-//! read the Kubernetes inventory: pod addresses show as whatever their range says.
+//! cloud ranges (the built-in snapshot, or `--cloud-ranges-dir`) and rules file. The tool to
+//! reach for when a number looks wrong. It does not read the Kubernetes inventory: pod
+//! addresses show as whatever their range says.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -9,7 +10,6 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::classify::{Direction, Place};
-use crate::cloud::CloudRanges;
 use crate::config::ExplainArgs;
 use crate::enrich::{Enricher, Inputs, Remote};
 use crate::inventory::IpOwnerHistory;
@@ -78,14 +78,15 @@ pub fn explain(enricher: &Enricher, inputs: &Inputs, ip: IpAddr) -> Explanation 
             e.service = label.service.to_string();
             e.prefix = label.prefix.to_string();
         }
-        Remote::Private | Remote::Internet => {}
+        Remote::Multicast | Remote::Private | Remote::Internet => {}
     }
     e
 }
 
 pub fn main(args: ExplainArgs) -> ExitCode {
     let settings = args.attribution.validate().unwrap_or_else(|e| e.exit());
-    let ranges: CloudRanges = crate::cloud::load_dir(&args.attribution.cloud_ranges.dir)
+    let ranges = crate::cloud::load(args.attribution.cloud_ranges.dir.as_deref())
+        .map(|loaded| loaded.table)
         .unwrap_or_else(|e| {
             netmeter_common::ConfigError::invalid(
                 "--cloud-ranges-dir",

@@ -79,9 +79,9 @@ pub async fn build_attribution(
 ) -> anyhow::Result<(Arc<Attribution>, InventoryReader)> {
     let ranges = {
         let dir = args.cloud_ranges.dir.clone();
-        tokio::task::spawn_blocking(move || cloud::load_dir(&dir)).await??
+        tokio::task::spawn_blocking(move || cloud::load(dir.as_deref())).await??
     };
-    tracing::info!(prefixes = ranges.len(), "cloud ranges loaded");
+    cloud::RangesLoaded { loaded: &ranges }.emit();
     let history = Arc::new(RwLock::new(IpOwnerHistory::new(
         args.ip_grace.as_millis() as u64
     )));
@@ -136,6 +136,10 @@ pub async fn run(
         attribution.cloud.clone(),
         ctx.shutdown.clone(),
     ));
+    tokio::spawn(cloud::age_loop(
+        attribution.cloud.clone(),
+        ctx.shutdown.clone(),
+    ));
     tokio::spawn(prune_loop(
         attribution.history.clone(),
         args.attribution.inventory_retention,
@@ -179,9 +183,7 @@ async fn start_kubernetes(
     publisher: &Arc<Publisher>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes configuration (in-cluster or $KUBECONFIG); use --kubernetes=false for static hosts only")?;
+    let client = kubernetes_client(args.kubeconfig.as_deref()).await?;
     let (tenures_tx, tenures_rx) = mpsc::channel(64);
     let (synced_tx, mut synced) = watch::channel(false);
     tokio::spawn(inventory_topic::publish(
@@ -202,6 +204,23 @@ async fn start_kubernetes(
         tracing::warn!(timeout = ?args.kubernetes_sync_timeout, "Kubernetes API not in sync yet; attributing with the persisted inventory until it is");
     }
     Ok(())
+}
+
+/// A client from `kubeconfig`, else the in-cluster configuration or $KUBECONFIG.
+async fn kubernetes_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {} has no usable context", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration (in-cluster or $KUBECONFIG); use --kubernetes=false for static hosts only",
+        )?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn prune_loop(

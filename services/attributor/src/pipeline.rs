@@ -243,9 +243,6 @@ pub async fn run(
             tracing::warn!(error = %err, "final offset commit failed; the next owner re-reads from the last commit")
         }
     }
-    // Leave the group now, so the partitions move to the other replicas at once instead of
-    // after the session timeout.
-    consumer.unsubscribe();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    netmeter_common::kafka::leave_group(&consumer).await;
     Ok(())
 }

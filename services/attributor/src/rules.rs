@@ -14,6 +14,7 @@
 //!     cloud: aws
 //!     region: eu-west-1
 //!     zone: eu-west-1b
+//!     node: billing-db-vm       # optional: the machine whose collector observes it
 //!     namespace: billing        # optional, as are workload_kind, workload_name, labels
 //!     labels: {app: postgres}
 //! prices:              # $/GiB per provider x class x direction, over the defaults
@@ -61,7 +62,8 @@ pub struct NetworkRule {
     pub price: Option<DirectionalPrice>,
 }
 
-/// A host (or range of hosts) outside Kubernetes, attributed like a workload.
+/// A host (or range of hosts) outside Kubernetes, attributed like a workload, as either end
+/// of a flow.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticHost {
@@ -73,6 +75,11 @@ pub struct StaticHost {
     pub region: String,
     #[serde(default)]
     pub zone: String,
+    /// The node (machine) whose collector observes this host: its `NETMETER_NODE_NAME`. A
+    /// host on the observing node is that node's local endpoint even when it is a
+    /// connection's destination; two hosts on one node exchange `INTRA_NODE` traffic.
+    #[serde(default)]
+    pub node: String,
     #[serde(default)]
     pub namespace: String,
     #[serde(default)]
@@ -178,6 +185,7 @@ impl Rules {
                 cloud: host.cloud,
                 region: host.region,
                 zone: host.zone,
+                node: host.node,
                 namespace: host.namespace,
                 workload_kind: host.workload_kind,
                 workload_name: host.workload_name,
@@ -212,6 +220,7 @@ hosts:
     cloud: aws
     region: eu-west-1
     zone: eu-west-1b
+    node: billing-db-vm
     labels: {app: postgres}
 prices:
   aws:
@@ -233,8 +242,13 @@ prices:
         assert_eq!(network("10.0.200.11"), None);
         let (_, db) = rules.hosts.lookup("10.0.50.7".parse().unwrap()).unwrap();
         assert_eq!(
-            (db.name.as_str(), db.zone.as_str(), db.app.as_str()),
-            ("billing-db", "eu-west-1b", "postgres")
+            (
+                db.name.as_str(),
+                db.zone.as_str(),
+                db.node.as_str(),
+                db.app.as_str()
+            ),
+            ("billing-db", "eu-west-1b", "billing-db-vm", "postgres")
         );
         assert_eq!(rules.prices["aws"][&Class::Internet].out, 0.085);
     }

@@ -1,11 +1,39 @@
 //! `netmeter-attributor explain`: what a user runs when a number looks wrong. One JSON object
-//! per address, with the same flags (cloud, region, range files, rules) as the service.
+//! per address, with the same flags (cloud, region, range files, rules) as the service; on a
+//! fresh clone with no flags at all (the built-in cloud range snapshot).
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netmeter-attributor");
+
+/// The binary with `args` and none of the attributor's settings from the environment.
+fn explain(args: &[&str]) -> Output {
+    let output = Command::new(BIN)
+        .arg("explain")
+        .args(args)
+        .env_remove("NETMETER_CLOUD_RANGES_DIR")
+        .env_remove("NETMETER_CLOUD_RANGES_REFRESH")
+        .env_remove("NETMETER_CLOUD")
+        .env_remove("NETMETER_REGION")
+        .env_remove("NETMETER_RULES")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
 
 #[test]
 fn explains_cloud_rule_host_private_and_internet_addresses() {
@@ -18,40 +46,31 @@ fn explains_cloud_rule_host_private_and_internet_addresses() {
          prices:\n  aws:\n    INTERNET: {out: 0.085}\n",
     )
     .unwrap();
-    let output = Command::new(BIN)
-        .args([
-            "explain",
-            "--cloud",
-            "aws",
-            "--region",
-            "ap-northeast-2",
-            "--cloud-ranges-dir",
-        ])
-        .arg(netmeter_tests::cloud_ranges_dir())
-        .arg("--rules")
-        .arg(&rules)
-        .args([
-            "3.5.140.7",
-            "2a05:d07a:a000::1",
-            "34.35.1.2",
-            "20.33.154.10",
-            "10.0.200.10",
-            "10.50.0.4",
-            "172.20.0.1",
-            "203.0.113.9",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // The real files on disk, as a directory of downloads would hold them.
+    let ranges = dir.path().join("ranges");
+    std::fs::create_dir(&ranges).unwrap();
+    netmeter_attributor::cloud::snapshot::write_to(&ranges).unwrap();
+    let output = explain(&[
+        "--cloud",
+        "aws",
+        "--region",
+        "ap-northeast-2",
+        "--cloud-ranges-dir",
+        ranges.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "3.5.140.7",
+        "2a05:d07a:a000::1",
+        "34.35.1.2",
+        "20.33.154.10",
+        "10.0.200.10",
+        "10.50.0.4",
+        "172.20.0.1",
+        "203.0.113.9",
+        "224.0.0.22",
+        "ff02::16",
+    ]);
+    let lines = lines(&output);
     let brief = |v: &Value| {
         json!({"ip": v["ip"], "cloud": v["cloud"], "region": v["region"], "service": v["service"],
                "network": v["network"], "host": v["host"], "class": v["class"], "price_out": v["price_out"]})
@@ -65,19 +84,109 @@ fn explains_cloud_rule_host_private_and_internet_addresses() {
         json!({"ip": "10.50.0.4", "cloud": "aws", "region": "ap-northeast-2", "service": "", "network": "", "host": "billing-db", "class": "INTRA_REGION", "price_out": 0.0}),
         json!({"ip": "172.20.0.1", "cloud": "", "region": "", "service": "", "network": "", "host": "", "class": "VPC", "price_out": 0.0}),
         json!({"ip": "203.0.113.9", "cloud": "", "region": "", "service": "", "network": "", "host": "", "class": "INTERNET", "price_out": 0.085}),
+        json!({"ip": "224.0.0.22", "cloud": "", "region": "", "service": "", "network": "", "host": "", "class": "MULTICAST", "price_out": 0.0}),
+        json!({"ip": "ff02::16", "cloud": "", "region": "", "service": "", "network": "", "host": "", "class": "MULTICAST", "price_out": 0.0}),
     ];
     assert_eq!(lines.iter().map(brief).collect::<Vec<_>>(), expected);
     assert_eq!(lines[0]["prefix"], "3.5.140.0/22");
+    assert_eq!(lines[8]["price_in"], 0.0);
+}
+
+#[test]
+fn without_any_flag_the_built_in_snapshot_answers() {
+    let lines = lines(&explain(&["3.5.140.7", "34.35.1.2", "224.0.0.22"]));
+    assert_eq!(
+        lines,
+        [
+            // Where the cluster runs is unknown: any cloud address is internet to it.
+            json!({"ip": "3.5.140.7", "cloud": "aws", "region": "ap-northeast-2", "zone": "",
+                   "service": "S3", "prefix": "3.5.140.0/22", "network": "", "host": "",
+                   "class": "INTERNET", "price_out": 0.0, "price_in": 0.0}),
+            json!({"ip": "34.35.1.2", "cloud": "gcp", "region": "africa-south1", "zone": "",
+                   "service": "Google Cloud", "prefix": "34.35.0.0/16", "network": "", "host": "",
+                   "class": "INTERNET", "price_out": 0.0, "price_in": 0.0}),
+            json!({"ip": "224.0.0.22", "cloud": "", "region": "", "zone": "", "service": "",
+                   "prefix": "", "network": "", "host": "", "class": "MULTICAST",
+                   "price_out": 0.0, "price_in": 0.0}),
+        ]
+    );
+}
+
+#[test]
+fn a_file_in_the_ranges_directory_overrides_its_provider_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gcp-cloud.json"),
+        r#"{"creationTime": "2026-11-30T08:00:00", "prefixes": [
+            {"ipv4Prefix": "34.35.0.0/17", "service": "Google Cloud", "scope": "europe-west3"}]}"#,
+    )
+    .unwrap();
+    let output = explain(&[
+        "--cloud",
+        "gcp",
+        "--region",
+        "europe-west3",
+        "--cloud-ranges-dir",
+        dir.path().to_str().unwrap(),
+        "34.35.1.2",
+        "34.35.200.1",
+        "34.1.208.1",
+        "3.5.140.7",
+    ]);
+    let brief: Vec<Value> = lines(&output)
+        .iter()
+        .map(|v| json!([v["ip"], v["cloud"], v["region"], v["prefix"], v["class"]]))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            json!([
+                "34.35.1.2",
+                "gcp",
+                "europe-west3",
+                "34.35.0.0/17",
+                "INTRA_REGION"
+            ]),
+            // Outside the new file's prefixes: GCP's snapshot is replaced, not merged.
+            json!(["34.35.200.1", "", "", "", "INTERNET"]),
+            json!(["34.1.208.1", "", "", "", "INTERNET"]),
+            // The other providers still come from the snapshot.
+            json!([
+                "3.5.140.7",
+                "aws",
+                "ap-northeast-2",
+                "3.5.140.0/22",
+                "INTER_CLOUD"
+            ]),
+        ]
+    );
 }
 
 #[test]
 fn a_bad_address_or_missing_range_files_exit_2_with_one_line() {
-    let run = |args: &[&str]| Command::new(BIN).args(args).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("NETMETER_CLOUD_RANGES_DIR")
+            .output()
+            .unwrap()
+    };
     let out = run(&["explain", "--cloud-ranges-dir", "/nonexistent", "10.0.0.1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.starts_with("error: --cloud-ranges-dir (env NETMETER_CLOUD_RANGES_DIR):"),
+        stderr.starts_with(
+            "error: --cloud-ranges-dir (env NETMETER_CLOUD_RANGES_DIR): /nonexistent is not a \
+             directory"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let out = run(&["explain", "--cloud-ranges-refresh", "6h", "10.0.0.1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --cloud-ranges-refresh (env NETMETER_CLOUD_RANGES_REFRESH):"),
         "{stderr}"
     );
     let out = run(&["explain", "10.0.0.300"]);

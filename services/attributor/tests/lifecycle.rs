@@ -10,14 +10,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_netmeter-attributor");
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_against_the_stack_and_exits_cleanly_on_sigterm() {
     let stack = Stack::start().await.unwrap();
-    let ranges = netmeter_tests::cloud_ranges_dir();
-    let args = [
-        "--cluster",
-        "test",
-        "--kubernetes=false",
-        "--cloud-ranges-dir",
-        ranges.to_str().unwrap(),
-    ];
+    // No --cloud-ranges-dir: the built-in snapshot.
+    let args = ["--cluster", "test", "--kubernetes=false"];
     check_lifecycle(Path::new(BIN), "attributor", &stack, &args).unwrap();
 }
 
@@ -39,4 +33,18 @@ fn bad_configuration_exits_2_with_one_line() {
     check_config_error(bin, &["--cluster", " "], &[], "--cluster").unwrap();
     check_config_error(bin, &["--cloud", "ibm"], &[], "--cloud").unwrap();
     check_config_error(bin, &["--rules", "/nonexistent/rules.yaml"], &[], "--rules").unwrap();
+    check_config_error(
+        bin,
+        &["--cloud-ranges-dir", "/nonexistent/ranges"],
+        &[],
+        "--cloud-ranges-dir",
+    )
+    .unwrap();
+    check_config_error(
+        bin,
+        &[],
+        &[("NETMETER_CLOUD_RANGES_REFRESH", "6h")],
+        "--cloud-ranges-refresh",
+    )
+    .unwrap();
 }

@@ -3,7 +3,9 @@
 //!   late data, after a restart, and on replay;
 //! - two replicas in one group, one killed mid-stream: every raw delta yields its records,
 //!   duplicates only with equal record ids; garbage goes to the dead-letter topic;
-//! - the broker going away for 15 s loses no record.
+//! - the broker going away for 15 s loses no record;
+//! - without Kubernetes, static hosts of the rules file are attributed on both ends, and
+//!   multicast is neither internet nor priced.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -12,12 +14,12 @@ use std::time::Duration;
 
 use netmeter_proto::flows::Flow;
 use netmeter_proto::{DEAD_LETTER_REASON_HEADER, Schema};
+use netmeter_tests::Stack;
 use netmeter_tests::cluster;
 use netmeter_tests::kube_api::{KubeApiServer, Resource};
 use netmeter_tests::records::{TestProducer, TopicReader, batch, delta, now_ms};
 use netmeter_tests::service::RunningService;
 use netmeter_tests::stack::PARTITIONS;
-use netmeter_tests::{Stack, cloud_ranges_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netmeter-attributor");
 const WAIT: Duration = Duration::from_secs(60);
@@ -27,7 +29,8 @@ fn topic(schema: Schema) -> String {
     schema.topic(netmeter_proto::DEFAULT_TOPIC_PREFIX)
 }
 
-fn attribution_args(ranges: &Path) -> Vec<String> {
+/// The cloud ranges are the built-in snapshot (no --cloud-ranges-dir).
+fn attribution_args() -> Vec<String> {
     [
         "--cluster",
         "test",
@@ -37,17 +40,14 @@ fn attribution_args(ranges: &Path) -> Vec<String> {
         "eu-west-1",
         "--ip-grace",
         "1s",
-        "--cloud-ranges-dir",
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([ranges.display().to_string()])
     .collect()
 }
 
 fn start(stack: &Stack, extra: &[&str], env: &[(&str, &str)]) -> RunningService {
-    let ranges = cloud_ranges_dir();
-    let mut args = attribution_args(&ranges);
+    let mut args = attribution_args();
     // A replica that is gone hands its partitions over after 6 s, not 45 s.
     for option in ["session.timeout.ms=6000", "heartbeat.interval.ms=500"] {
         args.extend(["--kafka-option".to_string(), option.to_string()]);
@@ -288,10 +288,9 @@ async fn a_reused_ip_is_attributed_to_its_holder_at_flow_time_after_restart_and_
     assert_eq!(restarted_sorted, ["web-a", "web-b"]);
 
     // Replay everything: the same record ids, generation 42, the same attribution.
-    let ranges = cloud_ranges_dir();
     let output = Command::new(BIN)
         .arg("replay")
-        .args(attribution_args(&ranges))
+        .args(attribution_args())
         .args([
             "--kafka-brokers",
             &stack.kafka_bootstrap(),
@@ -552,4 +551,180 @@ async fn a_broker_outage_loses_no_record() {
         .map(|f| f.bytes)
         .sum();
     assert_eq!(sent, 80 * 10 * 700);
+}
+
+/// Machines outside Kubernetes, as a rules file describes them to an attributor run with
+/// `--kubernetes false`: frontend (us-east-1a, observed by its own collector, node
+/// `frontend-vm`) and cart (us-east-1b).
+const STATIC_RULES: &str = "\
+hosts:
+  - name: frontend
+    cidrs: [10.20.1.10/32]
+    cloud: aws
+    region: us-east-1
+    zone: us-east-1a
+    node: frontend-vm
+    workload_kind: VM
+    workload_name: frontend
+  - name: cart
+    cidrs: [10.20.2.20/32]
+    cloud: aws
+    region: us-east-1
+    zone: us-east-1b
+    workload_kind: VM
+    workload_name: cart
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_hosts_are_attributed_on_both_ends_and_multicast_is_free() {
+    let stack = Stack::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, STATIC_RULES).unwrap();
+    let attributor = start(
+        &stack,
+        &["--kubernetes", "false", "--rules", rules.to_str().unwrap()],
+        &[],
+    );
+    let mut reader = TopicReader::new(
+        &stack.kafka_bootstrap(),
+        &topic(Schema::FlowsV1),
+        PARTITIONS,
+    )
+    .unwrap();
+    // What frontend-vm's collector saw in one interval: frontend calls cart; cart calls
+    // frontend back (frontend is the destination, and local because it is on frontend-vm);
+    // the machine's IGMP membership report.
+    let mut igmp = delta("10.20.1.10", 0, "224.0.0.22", 0, (40, 1), (0, 0));
+    igmp.protocol = 2;
+    let start_ms = now_ms() - 60_000;
+    let raw = batch(
+        "frontend-vm",
+        "collector-vm",
+        1,
+        start_ms,
+        start_ms + 10_000,
+        vec![
+            delta(
+                "10.20.1.10",
+                41_000,
+                "10.20.2.20",
+                8080,
+                (3_000_000, 2_100),
+                (700_000, 900),
+            ),
+            delta(
+                "10.20.2.20",
+                52_000,
+                "10.20.1.10",
+                8443,
+                (5_000, 12),
+                (1_000_000, 800),
+            ),
+            igmp,
+        ],
+    );
+    let producer = TestProducer::new(&stack.kafka_bootstrap()).unwrap();
+    producer
+        .send_raw(&topic(Schema::RawV1), &[raw])
+        .await
+        .unwrap();
+    let mut records = flows(&mut reader, 5, &attributor).await;
+    records.sort_by_key(|f| (f.remote_port, f.direction.clone()));
+    for f in &records {
+        let local = (
+            f.local_workload_kind.as_str(),
+            f.local_workload_name.as_str(),
+            f.local_cloud.as_str(),
+            f.local_region.as_str(),
+            f.local_zone.as_str(),
+            f.local_node.as_str(),
+            f.local_ip.as_str(),
+        );
+        let frontend = (
+            "VM",
+            "frontend",
+            "aws",
+            "us-east-1",
+            "us-east-1a",
+            "frontend-vm",
+            "10.20.1.10",
+        );
+        assert_eq!(local, frontend, "{f:?}");
+    }
+    // direction protocol class local port -> remote workload zone address:port, bytes, packets.
+    let rows: Vec<String> = records
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {} :{} -> {} {} {}:{} {} B {} p",
+                f.direction,
+                f.protocol,
+                f.class,
+                f.local_port,
+                f.remote_workload_name,
+                f.remote_zone,
+                f.remote_ip,
+                f.remote_port,
+                f.bytes,
+                f.packets
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "out igmp MULTICAST :0 ->   224.0.0.22:0 40 B 1 p",
+            "in tcp INTER_ZONE :41000 -> cart us-east-1b 10.20.2.20:8080 700000 B 900 p",
+            "out tcp INTER_ZONE :41000 -> cart us-east-1b 10.20.2.20:8080 3000000 B 2100 p",
+            "in tcp INTER_ZONE :8443 -> cart us-east-1b 10.20.2.20:52000 5000 B 12 p",
+            "out tcp INTER_ZONE :8443 -> cart us-east-1b 10.20.2.20:52000 1000000 B 800 p",
+        ]
+    );
+    let costs: Vec<f64> = records.iter().map(|f| f.cost_usd).collect();
+    let inter_zone = |bytes: f64| bytes / GIB * 0.01;
+    assert_eq!(
+        costs,
+        [
+            0.0,
+            inter_zone(700_000.0),
+            inter_zone(3_000_000.0),
+            inter_zone(5_000.0),
+            inter_zone(1_000_000.0)
+        ]
+    );
+
+    // The built-in range snapshot is in use, and its age is visible.
+    let log = std::fs::read_to_string(&attributor.log).unwrap();
+    for cloud in ["aws", "gcp", "azure"] {
+        let loaded = log.lines().find(|l| {
+            l.contains("cloud ranges loaded")
+                && l.contains(&format!("cloud=\"{cloud}\""))
+                && l.contains("source=\"embedded\"")
+        });
+        assert!(loaded.is_some(), "no load line for {cloud}:\n{log}");
+    }
+    let now_s = now_ms() as f64 / 1000.0;
+    for (cloud, published_s) in [
+        ("aws", 1_753_388_594.0),
+        ("gcp", 1_753_384_588.78),
+        ("azure", 1_753_401_600.0),
+    ] {
+        let sample = format!("netmeter_attributor_cloud_ranges_age_seconds{{cloud=\"{cloud}\"}}");
+        let age = attributor
+            .metric(&sample)
+            .unwrap_or_else(|| panic!("no {sample}"));
+        assert!(
+            (age - (now_s - published_s)).abs() < 120.0,
+            "{sample} {age}, published at {published_s}"
+        );
+    }
+    let snapshot_age_s = now_s - 1_753_388_594.0;
+    let max_age_s = netmeter_attributor::cloud::MAX_AGE.as_secs_f64();
+    assert_eq!(
+        log.contains("cloud ranges are stale"),
+        snapshot_age_s > max_age_s,
+        "stale warning vs a snapshot {:.0} days old:\n{log}",
+        snapshot_age_s / 86_400.0
+    );
 }

@@ -1,18 +1,42 @@
-//! The providers' published file formats, read into [`CloudLabel`]s, and the rule that picks
-//! one label when a file lists the same prefix several times.
+//! The providers' published file formats, read into [`CloudLabel`]s with the publication time
+//! the file states, and the rule that picks one label when a file lists the same prefix
+//! several times.
+
+use std::time::SystemTime;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{Cloud, CloudLabel};
 
-/// Every prefix a provider's file lists, in file order, duplicates included.
-pub(super) fn parse(cloud: Cloud, json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
+/// What one provider's file says.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct RangeFile {
+    /// Every prefix, in file order, duplicates included.
+    pub labels: Vec<CloudLabel>,
+    /// When the provider published the file: AWS `createDate`, GCP `creationTime` (both UTC).
+    /// Azure's file states no date (`None`); so does a date in an unexpected format.
+    pub published: Option<SystemTime>,
+}
+
+pub(super) fn parse(cloud: Cloud, json: &[u8]) -> Result<RangeFile, serde_json::Error> {
     match cloud {
         Cloud::Aws => parse_aws(json),
         Cloud::Gcp => parse_gcp(json),
         Cloud::Azure => parse_azure(json),
     }
+}
+
+/// AWS writes `createDate` as `2025-07-24-20-23-14` (UTC).
+fn aws_date(text: &str) -> Option<SystemTime> {
+    let (date, time) = (text.get(..10)?, text.get(10..)?);
+    let time = time.strip_prefix('-')?.replace('-', ":");
+    humantime::parse_rfc3339_weak(&format!("{date}T{time}")).ok()
+}
+
+/// GCP writes `creationTime` as `2025-07-24T19:16:28.780563` (UTC, no zone).
+fn gcp_date(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
 }
 
 /// Of two labels for the same prefix, the one with the higher priority is the more useful;
@@ -40,9 +64,11 @@ pub(super) fn priority(label: &CloudLabel) -> u8 {
 }
 
 /// AWS `ip-ranges.json`.
-fn parse_aws(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
+fn parse_aws(json: &[u8]) -> Result<RangeFile, serde_json::Error> {
     #[derive(Deserialize)]
     struct File {
+        #[serde(default, rename = "createDate")]
+        create_date: String,
         prefixes: Vec<V4>,
         ipv6_prefixes: Vec<V6>,
     }
@@ -67,7 +93,7 @@ fn parse_aws(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
         .ipv6_prefixes
         .into_iter()
         .map(|p| (p.ipv6_prefix, p.region, p.service));
-    Ok(v4
+    let labels = v4
         .chain(v6)
         .map(|(prefix, region, service)| CloudLabel {
             cloud: Cloud::Aws,
@@ -75,13 +101,20 @@ fn parse_aws(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
             service,
             prefix,
         })
-        .collect())
+        .collect();
+    Ok(RangeFile {
+        labels,
+        published: aws_date(&file.create_date),
+    })
 }
 
 /// Google Cloud `cloud.json`; the scope is the region.
-fn parse_gcp(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
+fn parse_gcp(json: &[u8]) -> Result<RangeFile, serde_json::Error> {
     #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct File {
+        #[serde(default)]
+        creation_time: String,
         prefixes: Vec<Entry>,
     }
     #[derive(Deserialize)]
@@ -93,7 +126,7 @@ fn parse_gcp(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
         scope: String,
     }
     let file: File = serde_json::from_slice(json)?;
-    Ok(file
+    let labels = file
         .prefixes
         .into_iter()
         .filter_map(|entry| {
@@ -105,11 +138,15 @@ fn parse_gcp(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
                 prefix,
             })
         })
-        .collect())
+        .collect();
+    Ok(RangeFile {
+        labels,
+        published: gcp_date(&file.creation_time),
+    })
 }
 
 /// Azure `ServiceTags_Public_*.json`; the label's service is the tag's system service.
-fn parse_azure(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
+fn parse_azure(json: &[u8]) -> Result<RangeFile, serde_json::Error> {
     #[derive(Deserialize)]
     struct File {
         values: Vec<Tag>,
@@ -128,7 +165,7 @@ fn parse_azure(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
         address_prefixes: Vec<IpNet>,
     }
     let file: File = serde_json::from_slice(json)?;
-    Ok(file
+    let labels = file
         .values
         .into_iter()
         .flat_map(|tag| {
@@ -142,7 +179,11 @@ fn parse_azure(json: &[u8]) -> Result<Vec<CloudLabel>, serde_json::Error> {
                     prefix,
                 })
         })
-        .collect())
+        .collect();
+    Ok(RangeFile {
+        labels,
+        published: None,
+    })
 }
 
 #[cfg(test)]
@@ -179,8 +220,39 @@ mod tests {
             {"service": "Google Cloud", "scope": "nowhere"},
             {"ipv6Prefix": "2600:1900:8000::/44", "service": "Google Cloud", "scope": "us-east1"}
         ]}"#;
-        let labels = parse(Cloud::Gcp, json).unwrap();
-        let prefixes: Vec<String> = labels.iter().map(|l| l.prefix.to_string()).collect();
+        let file = parse(Cloud::Gcp, json).unwrap();
+        let prefixes: Vec<String> = file.labels.iter().map(|l| l.prefix.to_string()).collect();
         assert_eq!(prefixes, ["34.35.0.0/16", "2600:1900:8000::/44"]);
+        assert_eq!(file.published, None, "no creationTime");
+    }
+
+    fn unix_ms(time: SystemTime) -> u128 {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    }
+
+    #[test]
+    fn publication_times_as_aws_and_gcp_write_them() {
+        let aws = br#"{"syncToken": "1753388594", "createDate": "2025-07-24-20-23-14",
+            "prefixes": [], "ipv6_prefixes": []}"#;
+        let published = parse(Cloud::Aws, aws).unwrap().published.unwrap();
+        // 2025-07-24T20:23:14Z, which AWS also writes as the syncToken.
+        assert_eq!(unix_ms(published), 1_753_388_594_000);
+        let gcp = br#"{"creationTime": "2025-07-24T19:16:28.780563", "prefixes": []}"#;
+        let published = parse(Cloud::Gcp, gcp).unwrap().published.unwrap();
+        assert_eq!(unix_ms(published), 1_753_384_588_780);
+        let azure = br#"{"changeNumber": 363, "values": []}"#;
+        assert_eq!(parse(Cloud::Azure, azure).unwrap().published, None);
+        for odd in [
+            "",
+            "2025-07-24",
+            "2025-07-24 20:23:14",
+            "yesterday",
+            "2025-13-24-20-23-14",
+        ] {
+            assert_eq!(aws_date(odd), None, "{odd:?}");
+        }
+        assert_eq!(gcp_date("soon"), None);
     }
 }

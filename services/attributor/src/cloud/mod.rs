@@ -2,6 +2,11 @@
 //! longest-prefix match over the providers' published files (AWS `ip-ranges.json`, GCP
 //! `cloud.json`, Azure `ServiceTags_Public`), IPv4 and IPv6.
 //!
+//! - `snapshot.rs`: the three files as of July 2025, built into the binary: the default.
+//! - `load.rs`: [`load`], the one loader of the service, replay and explain: per provider the
+//!   file in `--cloud-ranges-dir` if there is one, else the snapshot; and where each provider's
+//!   part came from and when the provider published it.
+//! - `age.rs`: how old each provider's table is, as a gauge and a warning past [`MAX_AGE`].
 //! - `files.rs`: the three file formats, and which label wins when a prefix is listed twice.
 //! - `table.rs`: the lookup structure, sorted disjoint intervals found by a /16 index and a
 //!   binary search: ~30 ns per lookup on the full tables, ~40x faster than probing a hash map
@@ -9,15 +14,20 @@
 //! - `refresh.rs`: the flags, the shared handle the enrichment reads, and the optional periodic
 //!   download from the providers' URLs.
 //!
-//! Loading is [`load_dir`] (or a [`CloudRangesBuilder`] for anything else); the result, a
-//! [`CloudRanges`], is immutable and answers [`CloudRanges::lookup`].
+//! The result of loading, a [`CloudRanges`] (built by [`load`], or a [`CloudRangesBuilder`] for
+//! anything else), is immutable and answers [`CloudRanges::lookup`].
 
+mod age;
 mod files;
+mod load;
 mod refresh;
+pub mod snapshot;
 mod table;
 #[cfg(test)]
 mod tests;
 
+pub use age::{MAX_AGE, age_loop};
+pub use load::{LoadedRanges, ProviderRanges, RangeSource, RangesLoaded, load};
 pub use refresh::{
     AWS_RANGES_URL, CloudRangesArgs, GCP_RANGES_URL, SharedCloudRanges, refresh_loop,
 };
@@ -30,6 +40,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use files::RangeFile;
 use table::IntervalTable;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,7 +70,7 @@ impl Cloud {
             .ok_or_else(|| UnknownCloud(name.to_string()))
     }
 
-    /// The file's name in a range directory (see [`load_dir`]).
+    /// The file's name in a range directory (see [`load`]).
     pub fn file_name(self) -> &'static str {
         match self {
             Cloud::Aws => "aws-ip-ranges.json",
@@ -119,13 +130,14 @@ pub struct CloudLabel {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RangeFileError {
-    #[error(
-        "cannot read {path}: no such file; {} (or point --cloud-ranges-dir / \
-         NETMETER_CLOUD_RANGES_DIR at a directory holding aws-ip-ranges.json, gcp-cloud.json and \
-         azure-service-tags.json)",
-        .cloud.download_hint()
-    )]
+    #[error("cannot read {path}: no such file; {}", .cloud.download_hint())]
     Missing { cloud: Cloud, path: String },
+    #[error(
+        "{path} is not a directory: point it at a directory holding newer range files \
+         ({}, {}, {}; any of them), or leave it unset for the built-in July 2025 snapshot",
+        Cloud::Aws.file_name(), Cloud::Gcp.file_name(), Cloud::Azure.file_name()
+    )]
+    NoDirectory { path: String },
     #[error("cannot read {path}: {source}")]
     Read {
         cloud: Cloud,
@@ -142,28 +154,19 @@ pub enum RangeFileError {
 }
 
 impl RangeFileError {
-    /// Whose file it was.
-    pub fn cloud(&self) -> Cloud {
+    /// Whose file it was; `None` for a directory.
+    pub fn cloud(&self) -> Option<Cloud> {
         match self {
             RangeFileError::Missing { cloud, .. }
             | RangeFileError::Read { cloud, .. }
-            | RangeFileError::Parse { cloud, .. } => *cloud,
+            | RangeFileError::Parse { cloud, .. } => Some(*cloud),
+            RangeFileError::NoDirectory { .. } => None,
         }
     }
 }
 
-/// Loads `aws-ip-ranges.json`, `gcp-cloud.json` and `azure-service-tags.json` from `dir`; all
-/// three must be there.
-pub fn load_dir(dir: &Path) -> Result<CloudRanges, RangeFileError> {
-    let mut builder = CloudRangesBuilder::new();
-    for cloud in Cloud::ALL {
-        builder.add_file(cloud, &dir.join(cloud.file_name()))?;
-    }
-    Ok(builder.build())
-}
-
-/// The longest-prefix-match table over every loaded prefix. Immutable: build it with a
-/// [`CloudRangesBuilder`] or [`load_dir`]; the `add_*` methods rebuild it whole.
+/// The longest-prefix-match table over every loaded prefix. Immutable: build it with
+/// [`load`] or a [`CloudRangesBuilder`]; the `add_*` methods rebuild it whole.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct CloudRanges {
     /// One label per distinct published prefix (the winner among duplicates), sorted by prefix.
@@ -220,7 +223,7 @@ impl CloudRanges {
 
     /// Loads one provider's file into this table; on a tie the prefixes already here win.
     pub fn add_file(&mut self, cloud: Cloud, path: &Path) -> Result<(), RangeFileError> {
-        let labels = read_file(cloud, path)?;
+        let labels = read_file(cloud, path)?.labels;
         let mut builder = CloudRangesBuilder::from(std::mem::take(self));
         builder.extend(labels);
         *self = builder.build();
@@ -278,14 +281,14 @@ impl CloudRangesBuilder {
 
     /// Adds every prefix of a provider's file.
     pub fn add_file(&mut self, cloud: Cloud, path: &Path) -> Result<&mut Self, RangeFileError> {
-        let labels = read_file(cloud, path)?;
+        let labels = read_file(cloud, path)?.labels;
         self.extend(labels);
         Ok(self)
     }
 
     /// Adds every prefix of a provider's file content, for tests and tools.
     pub fn add_json(&mut self, cloud: Cloud, json: &str) -> Result<&mut Self, RangeFileError> {
-        let labels = parse(cloud, json.as_bytes(), "inline JSON")?;
+        let labels = parse(cloud, json.as_bytes(), "inline JSON")?.labels;
         self.extend(labels);
         Ok(self)
     }
@@ -348,9 +351,10 @@ impl From<CloudRanges> for CloudRangesBuilder {
     }
 }
 
-/// Every prefix in a provider's file at `path`.
-fn read_file(cloud: Cloud, path: &Path) -> Result<Vec<CloudLabel>, RangeFileError> {
-    let json = std::fs::read(path).map_err(|source| {
+/// A provider's file at `path`; one that states no publication time (Azure's) is taken to be
+/// as old as the file's modification time.
+fn read_file(cloud: Cloud, path: &Path) -> Result<RangeFile, RangeFileError> {
+    let error = |source: std::io::Error| {
         let path = path.display().to_string();
         if source.kind() == std::io::ErrorKind::NotFound {
             RangeFileError::Missing { cloud, path }
@@ -361,12 +365,18 @@ fn read_file(cloud: Cloud, path: &Path) -> Result<Vec<CloudLabel>, RangeFileErro
                 source,
             }
         }
-    })?;
-    parse(cloud, &json, &path.display().to_string())
+    };
+    let mut file = std::fs::File::open(path).map_err(error)?;
+    let modified = file.metadata().and_then(|m| m.modified()).ok();
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut json).map_err(error)?;
+    let mut parsed = parse(cloud, &json, &path.display().to_string())?;
+    parsed.published = parsed.published.or(modified);
+    Ok(parsed)
 }
 
-/// Every prefix in a provider's file content; `origin` names it in the error.
-fn parse(cloud: Cloud, json: &[u8], origin: &str) -> Result<Vec<CloudLabel>, RangeFileError> {
+/// A provider's file content; `origin` names it in the error.
+fn parse(cloud: Cloud, json: &[u8], origin: &str) -> Result<RangeFile, RangeFileError> {
     files::parse(cloud, json).map_err(|source| RangeFileError::Parse {
         cloud,
         origin: origin.to_string(),

@@ -1,12 +1,14 @@
 //! Where the range files come from at run time: the flags, the handle the enrichment reads the
 //! current table through, and the optional loop that downloads fresh files from the providers.
 //!
-//! The directory is the source of truth: a refresh downloads a file, checks that it parses and
-//! is not empty, replaces the file in the directory (write a temporary file, then rename),
-//! and only then rebuilds the table from the directory and swaps it in. A restart therefore
-//! starts from the last good download, and a failed download changes nothing. Since each round
-//! rebuilds from the directory, a file put there by other means is picked up too (Azure's,
-//! whose URL changes weekly, can be copied in by a job).
+//! Without a directory the built-in snapshot is the table. With one, the directory is the
+//! source of truth for every provider whose file it holds (the snapshot for the others): a
+//! refresh downloads a file, checks that it parses and is not empty, replaces the file in the
+//! directory (write a temporary file, then rename), and only then rebuilds the table from the
+//! directory and swaps it in. A restart therefore starts from the last good download, and a
+//! failed download changes nothing. Since each round rebuilds from the directory, a file put
+//! there by other means is picked up too (Azure's, whose URL changes weekly, can be copied in
+//! by a job).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,10 @@ use std::time::Duration;
 use netmeter_common::ConfigError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cloud, CloudRanges, RangeFileError, load_dir};
+use super::{
+    Cloud, CloudRanges, LoadedRanges, ProviderRanges, RangeFileError, RangeSource, RangesLoaded,
+    load,
+};
 
 pub const AWS_RANGES_URL: &str = "https://ip-ranges.amazonaws.com/ip-ranges.json";
 pub const GCP_RANGES_URL: &str = "https://www.gstatic.com/ipranges/cloud.json";
@@ -28,20 +33,22 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Azure's file is ~4 MB, AWS's ~2 MB; anything far larger is not a range file.
 const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// Where the cloud range files are, and whether to keep them current.
+/// Where newer cloud range files are, and whether to keep them current.
 #[derive(clap::Args, Clone, Debug)]
 #[command(next_help_heading = "Cloud IP ranges")]
 pub struct CloudRangesArgs {
-    /// Directory holding aws-ip-ranges.json, gcp-cloud.json and azure-service-tags.json (all
-    /// three are required); must be writable when --cloud-ranges-refresh is on.
+    /// Directory with newer range files than the built-in July 2025 snapshot: each of
+    /// aws-ip-ranges.json, gcp-cloud.json and azure-service-tags.json found there replaces that
+    /// provider's snapshot. Unset: the snapshot. Must be writable when --cloud-ranges-refresh
+    /// is on.
     #[arg(
         long = "cloud-ranges-dir",
         env = "NETMETER_CLOUD_RANGES_DIR",
-        default_value = "/etc/netmeter/cloud-ranges"
+        value_name = "DIR"
     )]
-    pub dir: PathBuf,
-    /// How often to download the files from the URLs below and reload the directory; 0s (the
-    /// default) never does, for clusters without egress. At least 1m when on.
+    pub dir: Option<PathBuf>,
+    /// How often to download the files from the URLs below into --cloud-ranges-dir and reload
+    /// it; 0s (the default) never does, for clusters without egress. At least 1m when on.
     #[arg(
         long = "cloud-ranges-refresh",
         env = "NETMETER_CLOUD_RANGES_REFRESH",
@@ -81,14 +88,34 @@ pub struct CloudRangesArgs {
 }
 
 impl CloudRangesArgs {
-    /// Rejects values that would only fail at the first refresh.
+    /// Rejects a directory that is not there, and values that would only fail at the first
+    /// refresh.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "--cloud-ranges-dir",
-                "NETMETER_CLOUD_RANGES_DIR",
-                "is empty",
-            ));
+        let dir_error = |message: String| {
+            ConfigError::invalid("--cloud-ranges-dir", "NETMETER_CLOUD_RANGES_DIR", message)
+        };
+        match &self.dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                return Err(dir_error(
+                    "is empty (leave it unset for the built-in snapshot)".into(),
+                ));
+            }
+            Some(dir) if !dir.is_dir() => {
+                let error = RangeFileError::NoDirectory {
+                    path: dir.display().to_string(),
+                };
+                return Err(dir_error(error.to_string()));
+            }
+            Some(_) => {}
+            None if !self.refresh.is_zero() => {
+                return Err(ConfigError::invalid(
+                    "--cloud-ranges-refresh",
+                    "NETMETER_CLOUD_RANGES_REFRESH",
+                    "needs --cloud-ranges-dir (NETMETER_CLOUD_RANGES_DIR): a writable directory \
+                     to keep the downloaded files in",
+                ));
+            }
+            None => {}
         }
         if !self.refresh.is_zero() && self.refresh < MIN_REFRESH {
             return Err(ConfigError::invalid(
@@ -136,17 +163,23 @@ impl CloudRangesArgs {
     }
 }
 
-/// The current cloud table, shared between the enrichment and the refresh loop. Clones are
-/// cheap and see the same table; a refresh swaps in a new one without blocking readers.
+/// The current cloud table, shared between the enrichment, the refresh loop and the age
+/// gauge. Clones are cheap and see the same table; a refresh swaps in a new one without
+/// blocking readers.
 #[derive(Clone)]
 pub struct SharedCloudRanges {
-    current: Arc<RwLock<Arc<CloudRanges>>>,
+    current: Arc<RwLock<Current>>,
+}
+
+struct Current {
+    table: Arc<CloudRanges>,
+    providers: Arc<[ProviderRanges]>,
 }
 
 impl SharedCloudRanges {
-    pub fn new(ranges: CloudRanges) -> Self {
+    pub fn new(loaded: LoadedRanges) -> Self {
         SharedCloudRanges {
-            current: Arc::new(RwLock::new(Arc::new(ranges))),
+            current: Arc::new(RwLock::new(Current::from(loaded))),
         }
     }
 
@@ -156,12 +189,31 @@ impl SharedCloudRanges {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .table
             .clone()
     }
 
-    /// Makes `ranges` the table every later [`current`](Self::current) returns.
-    pub fn replace(&self, ranges: CloudRanges) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ranges);
+    /// Where each provider's part of the current table came from, and when it was published.
+    pub fn providers(&self) -> Arc<[ProviderRanges]> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .providers
+            .clone()
+    }
+
+    /// Makes `loaded` the table every later [`current`](Self::current) returns.
+    pub fn replace(&self, loaded: LoadedRanges) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current::from(loaded);
+    }
+}
+
+impl From<LoadedRanges> for Current {
+    fn from(loaded: LoadedRanges) -> Self {
+        Current {
+            table: Arc::new(loaded.table),
+            providers: loaded.providers.into(),
+        }
     }
 }
 
@@ -181,13 +233,12 @@ pub async fn refresh_loop(
     ranges: SharedCloudRanges,
     shutdown: CancellationToken,
 ) {
-    metrics::gauge!("netmeter_attributor_cloud_ranges_prefixes").set(ranges.current().len() as f64);
-    if args.refresh.is_zero() {
-        tracing::info!(dir = %args.dir.display(), "cloud range refresh is off");
+    let Some(dir) = args.dir.as_ref().filter(|_| !args.refresh.is_zero()) else {
+        tracing::info!(dir = ?args.dir, "cloud range refresh is off");
         return;
-    }
+    };
     tracing::info!(
-        dir = %args.dir.display(),
+        dir = %dir.display(),
         every = %humantime::format_duration(args.refresh),
         urls = ?args.sources(),
         "cloud range refresh is on"
@@ -228,15 +279,20 @@ struct RoundOutcome {
 
 /// One round: downloads every configured file into the directory, then rebuilds the table
 /// from the directory (so files put there by other means, such as Azure's weekly file copied
-/// in by a job, are picked up too) and swaps it in if it differs.
+/// in by a job, are picked up too) and swaps it in if it differs. The providers' sources and
+/// publication times follow the files even when the prefixes did not change.
 async fn refresh_once(
     agent: &ureq::Agent,
     args: &CloudRangesArgs,
     ranges: &SharedCloudRanges,
 ) -> RoundOutcome {
     let mut outcome = RoundOutcome::default();
+    // Validation refuses refresh without a directory.
+    let Some(dir) = args.dir.clone() else {
+        return outcome;
+    };
     for (cloud, url) in args.sources() {
-        let (agent, url_owned, dir) = (agent.clone(), url.to_string(), args.dir.clone());
+        let (agent, url_owned, dir) = (agent.clone(), url.to_string(), dir.clone());
         let Some(result) = blocking(move || update_file(&agent, cloud, &url_owned, &dir)).await
         else {
             return outcome;
@@ -254,34 +310,48 @@ async fn refresh_once(
             }
         }
     }
-    let dir = args.dir.clone();
-    let Some(rebuilt) = blocking(move || load_dir(&dir)).await else {
+    let rebuild_from = dir.clone();
+    let Some(rebuilt) = blocking(move || load(Some(&rebuild_from))).await else {
         return outcome;
     };
     match rebuilt {
-        Ok(new) => {
-            if new != *ranges.current() {
+        Ok(mut new) => {
+            for provider in &mut new.providers {
+                let downloaded = args.sources().into_iter().find(|(cloud, _)| {
+                    *cloud == provider.cloud && outcome.refreshed.contains(cloud)
+                });
+                if let Some((_, url)) = downloaded {
+                    provider.source = RangeSource::Url(url.to_string());
+                }
+            }
+            if new.table != *ranges.current() {
                 RangesSwapped {
-                    dir: &args.dir,
-                    prefixes: new.len(),
+                    dir: &dir,
+                    loaded: &new,
                 }
                 .emit();
-                ranges.replace(new);
                 outcome.swapped = true;
             }
+            ranges.replace(new);
         }
         Err(error) => {
-            // A file in the directory went missing or bad since the last load.
-            let cloud = error.cloud();
-            RefreshFailed {
-                cloud,
-                source: &args.dir.display().to_string(),
-                error: &RefreshError::Rebuild(error),
+            // A file in the directory went bad (or the directory away) since the last load.
+            let clouds = error
+                .cloud()
+                .map_or(Cloud::ALL.to_vec(), |cloud| vec![cloud]);
+            for &cloud in &clouds {
+                RefreshFailed {
+                    cloud,
+                    source: &dir.display().to_string(),
+                    error: &RefreshError::Rebuild(error.to_string()),
+                }
+                .emit();
             }
-            .emit();
             outcome.refreshed.clear();
-            if !outcome.failed.contains(&cloud) {
-                outcome.failed.push(cloud);
+            for cloud in clouds {
+                if !outcome.failed.contains(&cloud) {
+                    outcome.failed.push(cloud);
+                }
             }
             return outcome;
         }
@@ -314,8 +384,8 @@ fn update_file(
     dir: &Path,
 ) -> Result<(), RefreshError> {
     let body = download(agent, url)?;
-    let labels = super::parse(cloud, &body, url).map_err(RefreshError::Invalid)?;
-    if labels.is_empty() {
+    let file = super::parse(cloud, &body, url).map_err(RefreshError::Invalid)?;
+    if file.labels.is_empty() {
         return Err(RefreshError::Empty);
     }
     let path = dir.join(cloud.file_name());
@@ -384,7 +454,7 @@ enum RefreshError {
         source: std::io::Error,
     },
     #[error("cannot rebuild the table: {0}")]
-    Rebuild(RangeFileError),
+    Rebuild(String),
 }
 
 /// A refresh of one provider's file failed; the previous table stays.
@@ -411,13 +481,17 @@ impl RefreshFailed<'_> {
 /// A refreshed table is in use.
 struct RangesSwapped<'a> {
     dir: &'a Path,
-    prefixes: usize,
+    loaded: &'a LoadedRanges,
 }
 
 impl RangesSwapped<'_> {
     fn emit(&self) {
-        tracing::info!(dir = %self.dir.display(), prefixes = self.prefixes, "cloud ranges refreshed");
-        metrics::gauge!("netmeter_attributor_cloud_ranges_prefixes").set(self.prefixes as f64);
+        let prefixes = self.loaded.table.len();
+        tracing::info!(dir = %self.dir.display(), prefixes, "cloud ranges refreshed");
+        RangesLoaded {
+            loaded: self.loaded,
+        }
+        .emit();
     }
 }
 
@@ -501,7 +575,7 @@ mod tests {
 
     fn args(dir: &Path, aws_url: &str) -> CloudRangesArgs {
         CloudRangesArgs {
-            dir: dir.to_path_buf(),
+            dir: Some(dir.to_path_buf()),
             refresh: Duration::from_secs(3600),
             aws_url: aws_url.to_string(),
             gcp_url: String::new(),
@@ -526,7 +600,7 @@ mod tests {
     #[tokio::test]
     async fn a_downloaded_file_replaces_the_table_and_a_broken_one_keeps_it() {
         let dir = range_dir();
-        let ranges = SharedCloudRanges::new(load_dir(dir.path()).unwrap());
+        let ranges = SharedCloudRanges::new(load(Some(dir.path())).unwrap());
         let held_before = ranges.current();
         assert_eq!(service_of(&ranges, "198.51.100.7").as_deref(), Some("EC2"));
         assert_eq!(service_of(&ranges, "203.0.113.5"), None);
@@ -549,6 +623,19 @@ mod tests {
             service_of(&ranges, "34.35.1.2").as_deref(),
             Some("Google Cloud")
         );
+        let sources: Vec<RangeSource> = ranges
+            .providers()
+            .iter()
+            .map(|p| p.source.clone())
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                RangeSource::Url(server.url.clone()),
+                RangeSource::Dir(dir.path().join("gcp-cloud.json")),
+                RangeSource::Dir(dir.path().join("azure-service-tags.json")),
+            ]
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("aws-ip-ranges.json")).unwrap(),
             new_file,
@@ -567,6 +654,24 @@ mod tests {
             (outcome.refreshed, outcome.swapped),
             (vec![Cloud::Aws], false)
         );
+
+        // The same prefixes, published again: the table stays, its age follows the file.
+        let republished = new_file.replacen(
+            r#""syncToken": "1","#,
+            r#""syncToken": "1", "createDate": "2026-01-02-03-04-05","#,
+            1,
+        );
+        server.serve(Some(republished.clone()));
+        let outcome = refresh_once(&agent, &args, &ranges).await;
+        assert_eq!(
+            (outcome.refreshed, outcome.swapped),
+            (vec![Cloud::Aws], false)
+        );
+        assert_eq!(
+            ranges.providers()[0].published,
+            humantime::parse_rfc3339("2026-01-02T03:04:05Z").unwrap()
+        );
+        let new_file = republished;
 
         for broken in [
             Some(r#"{"prefixes": [{"ip_prefix": "#.to_string()),
@@ -602,7 +707,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_copied_into_the_directory_is_picked_up_and_a_broken_one_is_not() {
         let dir = range_dir();
-        let ranges = SharedCloudRanges::new(load_dir(dir.path()).unwrap());
+        let ranges = SharedCloudRanges::new(load(Some(dir.path())).unwrap());
         let no_downloads = args(dir.path(), "");
         let azure = dir.path().join(Cloud::Azure.file_name());
 
@@ -640,19 +745,20 @@ mod tests {
     #[tokio::test]
     async fn an_unwritable_directory_is_a_failure_that_keeps_the_table() {
         let dir = range_dir();
-        let ranges = SharedCloudRanges::new(load_dir(dir.path()).unwrap());
+        let ranges = SharedCloudRanges::new(load(Some(dir.path())).unwrap());
         let server = FileServer::start(Some(aws_file("203.0.113.0/24", "us-east-1", "S3")));
         let mut args = args(dir.path(), &server.url);
-        args.dir = dir.path().join("not-there");
+        args.dir = Some(dir.path().join("not-there"));
         let outcome = refresh_once(&local_agent(), &args, &ranges).await;
-        assert_eq!(outcome.failed, [Cloud::Aws]);
+        // The download cannot be written, and no provider's table can be rebuilt.
+        assert_eq!(outcome.failed, Cloud::ALL);
         assert_eq!(service_of(&ranges, "198.51.100.7").as_deref(), Some("EC2"));
     }
 
     #[tokio::test]
     async fn the_loop_refreshes_right_away_and_stops_on_shutdown() {
         let dir = range_dir();
-        let ranges = SharedCloudRanges::new(load_dir(dir.path()).unwrap());
+        let ranges = SharedCloudRanges::new(load(Some(dir.path())).unwrap());
         let server = FileServer::start(Some(aws_file("203.0.113.0/24", "us-east-1", "S3")));
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(run_refresh_loop(
@@ -679,7 +785,7 @@ mod tests {
     #[tokio::test]
     async fn the_loop_returns_at_once_when_refresh_is_off() {
         let dir = range_dir();
-        let ranges = SharedCloudRanges::new(load_dir(dir.path()).unwrap());
+        let ranges = SharedCloudRanges::new(load(Some(dir.path())).unwrap());
         let mut args = args(dir.path(), AWS_RANGES_URL);
         args.refresh = Duration::ZERO;
         tokio::time::timeout(
@@ -727,7 +833,11 @@ mod tests {
                 .map(|v| v.to_string_lossy().into_owned())
                 .collect::<String>()
         };
-        assert_eq!(default("cloud-ranges-dir"), "/etc/netmeter/cloud-ranges");
+        assert_eq!(
+            default("cloud-ranges-dir"),
+            "",
+            "unset: the built-in snapshot"
+        );
         assert_eq!(default("cloud-ranges-refresh"), "0s");
         assert_eq!(default("aws-ranges-url"), AWS_RANGES_URL);
         assert_eq!(default("gcp-ranges-url"), GCP_RANGES_URL);
@@ -741,12 +851,56 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(flags.ranges.refresh, Duration::from_secs(6 * 3600));
-        assert_eq!(flags.ranges.dir, Path::new("/data/ranges"));
+        assert_eq!(flags.ranges.dir.as_deref(), Some(Path::new("/data/ranges")));
+    }
+
+    #[test]
+    fn validation_rejects_a_missing_directory_and_refresh_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_dir = args(dir.path(), AWS_RANGES_URL);
+        assert!(with_dir.validate().is_ok());
+        let snapshot_only = CloudRangesArgs {
+            dir: None,
+            refresh: Duration::ZERO,
+            ..with_dir.clone()
+        };
+        assert!(snapshot_only.validate().is_ok());
+        let err = CloudRangesArgs {
+            dir: Some(dir.path().join("missing")),
+            ..with_dir.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "--cloud-ranges-dir (env NETMETER_CLOUD_RANGES_DIR): {}/missing is not a \
+                 directory: point it at a directory holding newer range files \
+                 (aws-ip-ranges.json, gcp-cloud.json, azure-service-tags.json; any of them), or \
+                 leave it unset for the built-in July 2025 snapshot",
+                dir.path().display()
+            )
+        );
+        let err = CloudRangesArgs {
+            dir: None,
+            ..with_dir
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "--cloud-ranges-refresh (env NETMETER_CLOUD_RANGES_REFRESH): needs \
+             --cloud-ranges-dir (NETMETER_CLOUD_RANGES_DIR): a writable directory to keep the \
+             downloaded files in"
+        );
     }
 
     #[test]
     fn validation_rejects_a_hammering_interval_and_non_http_urls() {
-        let ok = args(Path::new("/etc/netmeter/cloud-ranges"), AWS_RANGES_URL);
+        let dir = tempfile::tempdir().unwrap();
+        let ok = args(dir.path(), AWS_RANGES_URL);
         assert!(ok.validate().is_ok());
         let off = CloudRangesArgs {
             refresh: Duration::ZERO,

@@ -1,4 +1,4 @@
-//! The cloud tables on the real snapshots in ../shared/data (July 2025), checked against a
+//! The cloud tables on the real files of the built-in snapshot (July 2025), checked against a
 //! plain reference implementation, plus a timing run (`--ignored`).
 
 use super::*;
@@ -9,12 +9,14 @@ use std::time::Instant;
 /// All three real files, loaded once for all tests.
 fn ranges() -> &'static CloudRanges {
     static RANGES: OnceLock<CloudRanges> = OnceLock::new();
-    RANGES.get_or_init(|| load_dir(&range_files_dir()).unwrap())
+    RANGES.get_or_init(|| load(None).unwrap().table)
 }
 
-/// The real files (see `netmeter_tests::cloud_ranges_dir`).
-pub(super) fn range_files_dir() -> std::path::PathBuf {
-    netmeter_tests::cloud_ranges_dir()
+/// The snapshot's files written into a directory, for the tests that read files.
+fn range_files_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    snapshot::write_to(dir.path()).unwrap();
+    dir
 }
 
 fn label(ip: &str) -> (Cloud, &str, &str, String) {
@@ -124,19 +126,12 @@ fn a_missing_or_broken_file_says_which_and_why() {
 }
 
 #[test]
-fn load_dir_names_the_missing_file_and_where_to_get_it() {
+fn a_missing_file_names_itself_and_where_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
-    for cloud in [Cloud::Aws, Cloud::Gcp] {
-        std::fs::copy(
-            range_files_dir().join(cloud.file_name()),
-            dir.path().join(cloud.file_name()),
-        )
-        .unwrap();
-    }
-    let err = load_dir(dir.path()).unwrap_err();
-    assert_eq!(err.cloud(), Cloud::Azure);
-    let message = err.to_string();
     let expected_path = dir.path().join("azure-service-tags.json");
+    let err = CloudRanges::new().add_azure(&expected_path).unwrap_err();
+    assert_eq!(err.cloud(), Some(Cloud::Azure));
+    let message = err.to_string();
     assert!(
         message.starts_with(&format!(
             "cannot read {}: no such file; download the ServiceTags_Public_*.json",
@@ -144,12 +139,12 @@ fn load_dir_names_the_missing_file_and_where_to_get_it() {
         )),
         "{message}"
     );
-    assert!(message.contains("--cloud-ranges-dir"), "{message}");
 }
 
 #[test]
 fn files_loaded_in_any_order_give_the_same_table() {
-    let dir = range_files_dir();
+    let files = range_files_dir();
+    let dir = files.path();
     let mut backwards = CloudRanges::new();
     backwards
         .add_azure(&dir.join("azure-service-tags.json"))
@@ -356,13 +351,11 @@ fn mixed_addresses(prefixes: &[IpNet], n: usize, random: &mut Random) -> Vec<IpA
 
 /// Loads `clouds` both ways and compares every boundary address and 200,000 random ones.
 fn assert_matches_reference(clouds: &[Cloud]) {
-    let dir = range_files_dir();
     let mut builder = CloudRangesBuilder::new();
     let mut reference = Reference::default();
     for &cloud in clouds {
-        let path = dir.join(cloud.file_name());
-        let json = std::fs::read(&path).unwrap();
-        for label in files::parse(cloud, &json).unwrap() {
+        let json = snapshot::json(cloud);
+        for label in files::parse(cloud, &json).unwrap().labels {
             reference.add(label.clone());
             builder.add(label);
         }
@@ -416,10 +409,15 @@ fn flat_lookup_matches_the_reference_on_all_three() {
 #[test]
 #[ignore = "timing: run in release mode with --ignored --nocapture"]
 fn lookup_and_load_timing() {
-    let dir = range_files_dir();
+    let files = range_files_dir();
+    let dir = files.path();
     let started = Instant::now();
-    let ranges = load_dir(&dir).unwrap();
+    let embedded = load(None).unwrap().table;
+    let load_embedded = started.elapsed();
+    let started = Instant::now();
+    let ranges = load(Some(dir)).unwrap().table;
     let load_all = started.elapsed();
+    assert!(ranges == embedded);
     let started = Instant::now();
     let mut azure = CloudRangesBuilder::new();
     azure
@@ -429,8 +427,9 @@ fn lookup_and_load_timing() {
     let azure = azure.build();
     let azure_total = started.elapsed();
     println!(
-        "load_dir (read + parse + build, all three files): {load_all:?}; Azure alone: {azure_total:?} \
-         ({azure_parse:?} read + parse, {:?} build); {ranges:?}, Azure {azure:?}",
+        "load (decompress + parse + build, the built-in snapshot): {load_embedded:?}; from a \
+         directory (read + parse + build, all three files): {load_all:?}; Azure alone: \
+         {azure_total:?} ({azure_parse:?} read + parse, {:?} build); {ranges:?}, Azure {azure:?}",
         azure_total - azure_parse
     );
 
@@ -441,6 +440,7 @@ fn lookup_and_load_timing() {
         let json = std::fs::read(dir.join(cloud.file_name())).unwrap();
         files::parse(cloud, &json)
             .unwrap()
+            .labels
             .into_iter()
             .for_each(|l| reference.add(l));
     }

@@ -1,4 +1,5 @@
-//! Every attribution and classification rule, on the real cloud range files.
+//! Every attribution and classification rule, on the real cloud range files (the built-in
+//! snapshot).
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,7 +17,7 @@ const T: u64 = 1_700_000_000_000;
 
 fn ranges() -> &'static CloudRanges {
     static RANGES: OnceLock<CloudRanges> = OnceLock::new();
-    RANGES.get_or_init(|| crate::cloud::load_dir(&netmeter_tests::cloud_ranges_dir()).unwrap())
+    RANGES.get_or_init(|| crate::cloud::load(None).unwrap().table)
 }
 
 fn owner(kind: OwnerKind, name: &str, node: &str, zone: &str) -> Arc<Owner> {
@@ -487,5 +488,281 @@ fn a_malformed_delta_fails_the_whole_batch() {
     assert_eq!(
         run_batch(&b).unwrap_err().to_string(),
         "delta 0 has no original tuple"
+    );
+}
+
+/// Machines outside Kubernetes, each with a collector (`--kubernetes false`): `frontend` in
+/// us-east-1a talks to `cart` in us-east-1b; `search` names the machine that observes it.
+fn static_enricher() -> Enricher {
+    let file: RulesFile = serde_yaml_ng::from_str(
+        r#"
+hosts:
+  - name: frontend
+    cidrs: [10.20.1.10/32]
+    cloud: aws
+    region: us-east-1
+    zone: us-east-1a
+    namespace: shop
+    workload_kind: VM
+    workload_name: frontend
+    labels: {app: web}
+  - name: cart
+    cidrs: [10.20.2.20/32]
+    cloud: aws
+    region: us-east-1
+    zone: us-east-1b
+    workload_name: cart
+  - name: search
+    cidrs: [10.20.3.30/32]
+    cloud: aws
+    region: us-east-1
+    zone: us-east-1c
+    node: search-vm
+    workload_name: search
+"#,
+    )
+    .unwrap();
+    let place = ClusterPlace {
+        cluster: "vms".into(),
+        cloud: "aws".into(),
+        region: "us-east-1".into(),
+    };
+    Enricher::new(place, Rules::build(file, "test").unwrap())
+}
+
+/// The records of `d` observed by the collector of `node`, with static hosts only.
+fn run_static(node: &str, d: ConnectionDelta) -> Vec<Flow> {
+    let (enricher, history) = (static_enricher(), IpOwnerHistory::new(0));
+    let inputs = Inputs {
+        history: &history,
+        cloud: ranges(),
+    };
+    let mut out = Vec::new();
+    let b = batch(node, "c1", 1, T, T + 10_000, vec![d]);
+    enricher
+        .enrich(&b, &inputs, 0, |f, _| out.push(f.to_flow()))
+        .unwrap();
+    out
+}
+
+/// Who the two ends of a record are: `workload zone node -> workload zone node`.
+fn ends(f: &Flow) -> String {
+    format!(
+        "{} {} {} -> {} {} {}",
+        f.local_workload_name,
+        f.local_zone,
+        f.local_node,
+        f.remote_workload_name,
+        f.remote_zone,
+        f.remote_node
+    )
+}
+
+/// (direction, class, bytes, cost) of each record.
+fn amounts(records: &[Flow]) -> Vec<(&str, &str, u64, f64)> {
+    records
+        .iter()
+        .map(|f| (f.direction.as_str(), f.class.as_str(), f.bytes, f.cost_usd))
+        .collect()
+}
+
+#[test]
+fn a_static_host_is_the_local_endpoint_with_its_workload_and_zone() {
+    // frontend calls cart: 3 MB out, 700 kB back, observed by the collector on frontend-vm
+    // (which no host names: the source is local, both addresses being private).
+    let r = run_static(
+        "frontend-vm",
+        delta(
+            "10.20.1.10",
+            41_000,
+            "10.20.2.20",
+            8080,
+            (3_000_000, 2_100),
+            (700_000, 900),
+        ),
+    );
+    assert_eq!(
+        amounts(&r),
+        [
+            ("out", "INTER_ZONE", 3_000_000, 3_000_000.0 / GIB * 0.01),
+            ("in", "INTER_ZONE", 700_000, 700_000.0 / GIB * 0.01),
+        ]
+    );
+    for f in &r {
+        assert_eq!(
+            ends(f),
+            "frontend us-east-1a frontend-vm -> cart us-east-1b "
+        );
+    }
+    let f = &r[0];
+    assert_eq!(
+        (
+            f.local_cloud.as_str(),
+            f.local_region.as_str(),
+            f.local_namespace.as_str(),
+            f.local_workload_kind.as_str(),
+            f.local_app.as_str(),
+            f.local_pod.as_str(),
+            f.local_host_network,
+            f.local_ip.as_str(),
+            f.local_port
+        ),
+        (
+            "aws",
+            "us-east-1",
+            "shop",
+            "VM",
+            "web",
+            "",
+            false,
+            "10.20.1.10",
+            41_000
+        )
+    );
+    assert_eq!(
+        (
+            f.remote_cloud.as_str(),
+            f.remote_region.as_str(),
+            f.remote_ip.as_str(),
+            f.remote_port
+        ),
+        ("aws", "us-east-1", "10.20.2.20", 8080)
+    );
+}
+
+#[test]
+fn a_static_host_on_the_observing_node_is_local_even_as_the_destination() {
+    // cart calls search; the collector on search-vm sees search as the destination. Without
+    // `node: search-vm` the rule would fall to the source (both are private addresses).
+    let cart_to_search = || {
+        delta(
+            "10.20.2.20",
+            52_000,
+            "10.20.3.30",
+            9200,
+            (4_000, 10),
+            (2 << 20, 1_500),
+        )
+    };
+    let r = run_static("search-vm", cart_to_search());
+    assert_eq!(
+        amounts(&r),
+        [
+            ("out", "INTER_ZONE", 2 << 20, 2.0 / 1024.0 * 0.01),
+            ("in", "INTER_ZONE", 4_000, 4_000.0 / GIB * 0.01),
+        ]
+    );
+    for f in &r {
+        assert_eq!(ends(f), "search us-east-1c search-vm -> cart us-east-1b ");
+        assert_eq!((f.local_port, f.remote_port), (9200, 52_000));
+    }
+    // The same connection seen on cart's machine: cart is the source, search is remote on
+    // its node.
+    let seen_by_cart = run_static("cart-vm", cart_to_search());
+    assert_eq!(
+        amounts(&seen_by_cart)[0],
+        ("out", "INTER_ZONE", 4_000, 4_000.0 / GIB * 0.01)
+    );
+    assert_eq!(
+        ends(&seen_by_cart[0]),
+        "cart us-east-1b cart-vm -> search us-east-1c search-vm"
+    );
+}
+
+#[test]
+fn multicast_and_broadcast_are_free_and_never_internet() {
+    // node-a's IGMPv3 report, an mDNS query from a pod, a DHCP discover from an unknown
+    // address, and an MLDv2 report from the node's link-local address.
+    let mut igmp = delta("10.77.0.1", 0, "224.0.0.22", 0, (40, 1), (0, 0));
+    igmp.protocol = 2;
+    let mut mdns = delta("10.0.0.5", 5353, "224.0.0.251", 5353, (120, 2), (0, 0));
+    mdns.protocol = 17;
+    let mut dhcp = delta("0.0.0.0", 68, "255.255.255.255", 67, (300, 1), (0, 0));
+    dhcp.protocol = 17;
+    let mut mld = delta("fe80::1", 0, "ff02::16", 0, (76, 1), (0, 0));
+    mld.protocol = 58;
+    mld.node_endpoint = true;
+    // local@node direction protocol -> remote [cloud|region|zone|service|network] class $cost
+    let row = |f: &Flow| {
+        format!(
+            "{}@{} {} {} -> {} [{}|{}|{}|{}|{}] {} ${}",
+            f.local_ip,
+            f.local_node,
+            f.direction,
+            f.protocol,
+            f.remote_ip,
+            f.remote_cloud,
+            f.remote_region,
+            f.remote_zone,
+            f.remote_service,
+            f.remote_network,
+            f.class,
+            f.cost_usd
+        )
+    };
+    let rows: Vec<Vec<String>> = [igmp, mdns, dhcp, mld]
+        .into_iter()
+        .map(|d| run(d).iter().map(row).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["10.77.0.1@node-a out igmp -> 224.0.0.22 [||||] MULTICAST $0"],
+            ["10.0.0.5@node-a out udp -> 224.0.0.251 [||||] MULTICAST $0"],
+            ["0.0.0.0@node-a out udp -> 255.255.255.255 [||||] MULTICAST $0"],
+            ["fe80::1@node-a out ipv6-icmp -> ff02::16 [||||] MULTICAST $0"],
+        ]
+    );
+}
+
+#[test]
+fn multicast_comes_before_rules_for_its_addresses_and_can_be_priced() {
+    let file: RulesFile = serde_yaml_ng::from_str(
+        r#"
+networks:
+  - name: everything
+    cidrs: [0.0.0.0/0]
+    class: INTERNET
+prices:
+  aws:
+    MULTICAST: {out: 0.5}
+"#,
+    )
+    .unwrap();
+    let place = ClusterPlace {
+        cluster: "prod".into(),
+        cloud: "aws".into(),
+        region: "ap-northeast-2".into(),
+    };
+    let enricher = Enricher::new(place, Rules::build(file, "test").unwrap());
+    let history = history();
+    let inputs = Inputs {
+        history: &history,
+        cloud: ranges(),
+    };
+    let mut out = Vec::new();
+    let b = batch(
+        "node-a",
+        "c1",
+        1,
+        T,
+        T + 10_000,
+        vec![delta(
+            "10.0.0.5",
+            5353,
+            "224.0.0.251",
+            5353,
+            (1 << 30, 2),
+            (0, 0),
+        )],
+    );
+    let totals = enricher
+        .enrich(&b, &inputs, 0, |f, _| out.push(f.to_flow()))
+        .unwrap();
+    assert_eq!(class_and_costs(&out), [("out", "MULTICAST", 0.5)]);
+    assert_eq!(out[0].remote_network, "");
+    assert_eq!(
+        totals.bytes[Class::Multicast as usize][Direction::Out as usize],
+        1 << 30
     );
 }
