@@ -23,7 +23,12 @@
 //! 3. runs `ip netns exec NS conntrack -L >/dev/null` [`REPS`] times, interleaved with ours so
 //!    machine noise hits both alike, recording wall time, the child's CPU (from wait4) and its
 //!    peak RSS (its VmHWM, sampled while it runs);
-//! 4. prints medians, ratios and the goals.
+//! 4. saves the tracker left by the last dump as the collector does at SIGTERM, and loads it as
+//!    the next process does at start ([`StateDir`], in `NETMETER_BENCH_STATE_DIR`, default
+//!    /var/tmp: a real disk, fsync included; the load reads the file just written, from the page
+//!    cache, as a restart on the same node seconds later does), recording wall and CPU time and
+//!    the peak RSS each adds;
+//! 5. prints medians, ratios and the goals.
 //!
 //! With several sizes, each runs in a fresh process (this bench re-executed), so the allocator
 //! state left by one size does not change the next one's RSS.
@@ -46,12 +51,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail, ensure};
 use netmeter_collector::conntrack::netlink::DumpStats;
 use netmeter_collector::conntrack::{ConntrackSocket, DumpMode};
 use netmeter_collector::delta::DeltaTracker;
+use netmeter_collector::state::{FileKind, StateDir, TableIdentity};
 
 /// Sizes (table entries) measured unless `NETMETER_BENCH_SIZES` says otherwise.
 const DEFAULT_SIZES: &str = "100000,1000000";
@@ -188,6 +194,9 @@ fn measure(ns: &Namespace, n: u64, created: Created) -> anyhow::Result<Report> {
         reference.push(theirs);
     }
     let rss_after = memory()?;
+    let tracked = tracker.tracked() as u64;
+    check_stop()?;
+    let state = measure_state(tracker, &ns.path)?;
     Ok(Report {
         n,
         created,
@@ -195,8 +204,88 @@ fn measure(ns: &Namespace, n: u64, created: Created) -> anyhow::Result<Report> {
         reference,
         rss_before,
         rss_after,
-        tracked: tracker.tracked() as u64,
+        tracked,
+        state,
     })
+}
+
+/// Saving and loading the tracker's state.
+struct StateSample {
+    dir: PathBuf,
+    connections: usize,
+    file_bytes: u64,
+    save_wall: f64,
+    save_cpu: f64,
+    /// Peak RSS added while saving, in bytes.
+    save_peak_growth: u64,
+    load_wall: f64,
+    load_cpu: f64,
+    load_peak_growth: u64,
+}
+
+/// Saves `tracker` as the collector does after its final dump, drops it, and loads the file as
+/// the next process does at start, through the collector's own [`StateDir`].
+fn measure_state(tracker: DeltaTracker, netns: &Path) -> anyhow::Result<StateSample> {
+    let base =
+        std::env::var_os("NETMETER_BENCH_STATE_DIR").map_or("/var/tmp".into(), PathBuf::from);
+    let dir = base.join(format!("nmbench-state-{}", std::process::id()));
+    let _cleanup = RemovedOnDrop(dir.clone());
+    let here = TableIdentity::read(Some(netns), "bench-node", DumpMode::Read)?;
+    let state = StateDir::open(&dir, here, Duration::from_secs(600))
+        .with_context(|| format!("cannot use {} as a state directory", dir.display()))?;
+    let connections = tracker.saved_len();
+
+    trim_heap();
+    reset_peak_rss();
+    let before = memory()?;
+    let (cpu, started) = (thread_cpu(), Instant::now());
+    state.save_connections(&tracker, SystemTime::now());
+    let (save_wall, save_cpu) = (started.elapsed().as_secs_f64(), thread_cpu() - cpu);
+    let saved = memory()?;
+    let file_bytes = std::fs::metadata(state.path(FileKind::Connections))
+        .context("the state was not saved")?
+        .len();
+
+    drop(tracker);
+    trim_heap();
+    reset_peak_rss();
+    let before_load = memory()?;
+    let (cpu, started) = (thread_cpu(), Instant::now());
+    let previous = state.take_previous(SystemTime::now());
+    let (load_wall, load_cpu) = (started.elapsed().as_secs_f64(), thread_cpu() - cpu);
+    let loaded = memory()?;
+    let (restored, _) = previous
+        .restored
+        .context("the saved state was not restored")?;
+    ensure!(
+        restored.saved_len() == connections,
+        "{} connections restored, {connections} saved",
+        restored.saved_len()
+    );
+    Ok(StateSample {
+        dir,
+        connections,
+        file_bytes,
+        save_wall,
+        save_cpu,
+        save_peak_growth: saved.peak.saturating_sub(before.rss),
+        load_wall,
+        load_cpu,
+        load_peak_growth: loaded.peak.saturating_sub(before_load.rss),
+    })
+}
+
+/// Deletes a directory when dropped.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        if self.0.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.0)
+        {
+            eprintln!("WARNING: could not delete {}: {e}", self.0.display());
+        }
+    }
 }
 
 /// Removes a named network namespace when dropped (which frees its conntrack entries).
@@ -550,6 +639,7 @@ struct Report {
     rss_before: Memory,
     rss_after: Memory,
     tracked: u64,
+    state: StateSample,
 }
 
 impl Report {
@@ -625,6 +715,7 @@ impl Report {
             growth / self.tracked.max(1) as f64,
             peak_growth / self.tracked.max(1) as f64,
         );
+        self.print_state(our_wall);
         self.print_anomalies(entries);
         println!(
             "goal: >= 0.8x raw kernel dump speed (we compare to conntrack -L here): ours is {:.2}x conntrack -L",
@@ -644,6 +735,33 @@ impl Report {
             "context (not measured here): ENVIRONMENT.md quotes a raw Rust netlink dump at 210-320k entries/s with 1M entries (kernel-bound, ~2 us/entry) on this kind of machine; ours ran at {:.0}k entries/s here",
             our_rate / 1000.0
         );
+    }
+
+    /// Saving and loading the state, next to the dump of the same table.
+    fn print_state(&self, our_wall: f64) {
+        let s = &self.state;
+        println!(
+            "state: {} connections -> {:.1} MiB file ({:.1} B per connection) in {}",
+            s.connections,
+            s.file_bytes as f64 / MIB,
+            s.file_bytes as f64 / s.connections.max(1) as f64,
+            s.dir.display()
+        );
+        for (what, wall, cpu, peak) in [
+            (
+                "save (SIGTERM)",
+                s.save_wall,
+                s.save_cpu,
+                s.save_peak_growth,
+            ),
+            ("load (start)", s.load_wall, s.load_cpu, s.load_peak_growth),
+        ] {
+            println!(
+                "state {what:<14} wall {wall:.3} s  cpu {cpu:.3} s  = {:.2}x our dump's median wall  +{:.1} MiB peak RSS",
+                wall / our_wall,
+                peak as f64 / MIB
+            );
+        }
     }
 
     /// Interrupted dumps, malformed entries, or counts that disagree between runs and readers.

@@ -3,7 +3,13 @@
 //!
 //! Order matters at start: the event socket is open before the baseline dump (the dump
 //! thread's first), so a connection that ends after the baseline is always seen, by a dump or
-//! by its event.
+//! by its event. A tracker restored from the previous process's state takes no baseline: its
+//! first dump runs at once and counts from the saved counters.
+//!
+//! And at the end ([`Collection::request_final_dump`], on SIGTERM): a final dump, then the event
+//! reader drains what the kernel already queued and stops, those final deltas join the final
+//! interval, and only then is the tracker saved — so every change to it was handed on, and
+//! nothing moves it after the save.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,9 +21,14 @@ use crate::conntrack::netlink::NetlinkError;
 use crate::conntrack::{ConntrackSocket, DumpMode, EntryFilter};
 use crate::delta::{ConntrackDelta, DeltaTracker};
 use crate::output::Interval;
+use crate::state::StateDir;
 
 /// Socket buffer for events: bursts of short connections must not overrun it.
 const EVENT_BUFFER_BYTES: usize = 8 << 20;
+/// At the end, the event reader drains its socket until it is quiet this long, or for at most
+/// [`EVENT_DRAIN_LIMIT`] (on a busy node connections keep ending).
+const EVENT_DRAIN_QUIET: Duration = Duration::from_millis(10);
+const EVENT_DRAIN_LIMIT: Duration = Duration::from_millis(500);
 
 /// What the collection threads need to know.
 #[derive(Clone, Debug)]
@@ -28,6 +39,20 @@ pub struct CollectSettings {
     /// Switch accounting on if it is off, instead of refusing to start.
     pub enable_acct: bool,
     pub filter: EntryFilter,
+    /// Where the tracker is saved after the final dump (None: not saved).
+    pub state: Option<StateDir>,
+}
+
+/// How counting begins.
+pub enum Beginning {
+    /// The first dump is a baseline: it emits nothing, those bytes predate us.
+    Baseline,
+    /// Continue from the state the previous process saved: the first interval starts at
+    /// `since` (where that process's last one ended) and its dump runs at once.
+    Restored {
+        tracker: DeltaTracker,
+        since: SystemTime,
+    },
 }
 
 struct Shared {
@@ -36,12 +61,32 @@ struct Shared {
     /// Final deltas from events since the last dump.
     ended: Mutex<Vec<ConntrackDelta>>,
     stop: AtomicBool,
+    /// Take the final dump now, save the state, end.
+    final_dump: AtomicBool,
+    /// The event reader is to drain its socket and end; it clears `events_running` when done.
+    events_stop: AtomicBool,
+    events_running: AtomicBool,
 }
 
 /// Handle to the running collection; dropping it stops the threads.
 pub struct Collection {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    counting_since: SystemTime,
+}
+
+impl Collection {
+    /// Where counting began: the baseline's start, or the restored state's time.
+    pub fn counting_since(&self) -> SystemTime {
+        self.counting_since
+    }
+
+    /// Asks for the final dump (returns at once): the dump thread takes it after any running
+    /// dump, hands on its deltas and those of DESTROY events queued meanwhile, saves the state
+    /// if every part of the interval was handed on, and ends. The interval channel then closes.
+    pub fn request_final_dump(&self) {
+        self.shared.final_dump.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Collection {
@@ -57,10 +102,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Opens the sockets (failing fast with a clear error), takes the baseline, and starts the
-/// threads. Each finished interval is sent to `intervals`.
+/// Opens the sockets (failing fast with a clear error), takes the baseline (unless restored),
+/// and starts the threads. Each finished interval is sent to `intervals`.
 pub fn start(
     settings: CollectSettings,
+    beginning: Beginning,
     intervals: mpsc::Sender<Interval>,
 ) -> Result<Collection, NetlinkError> {
     let netns = settings.netns.as_deref();
@@ -68,11 +114,18 @@ pub fn start(
     let mut events = ConntrackSocket::destroy_events(netns, EVENT_BUFFER_BYTES)?;
     events.set_receive_timeout(Duration::from_millis(200))?;
     let dumps = ConntrackSocket::open(netns)?;
+    let (tracker, restored_since) = match beginning {
+        Beginning::Baseline => (DeltaTracker::new(settings.mode), None),
+        Beginning::Restored { tracker, since } => (tracker, Some(since)),
+    };
     let shared = Arc::new(Shared {
         filter: settings.filter,
-        tracker: Mutex::new(DeltaTracker::new(settings.mode)),
+        tracker: Mutex::new(tracker),
         ended: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
+        final_dump: AtomicBool::new(false),
+        events_stop: AtomicBool::new(false),
+        events_running: AtomicBool::new(true),
     });
     let mut threads = Vec::new();
     let s = shared.clone();
@@ -87,13 +140,20 @@ pub fn start(
     threads.push(
         std::thread::Builder::new()
             .name("ct-dump".into())
-            .spawn(move || dump_every(dumps, settings, &s, baseline_tx, intervals))
+            .spawn(move || dump_every(dumps, settings, restored_since, &s, baseline_tx, intervals))
             .expect("spawn"),
     );
-    let collection = Collection { shared, threads };
+    let mut collection = Collection {
+        shared,
+        threads,
+        counting_since: SystemTime::now(),
+    };
     // Return once the baseline is taken: what happens from now on is counted.
     match baseline.recv() {
-        Ok(Ok(())) => Ok(collection),
+        Ok(Ok(since)) => {
+            collection.counting_since = since;
+            Ok(collection)
+        }
         Ok(Err(err)) => Err(err),
         Err(_) => Err(NetlinkError::Dump(std::io::Error::other(
             "the dump thread ended before the baseline",
@@ -105,16 +165,17 @@ pub fn start(
 /// connections transferred is never held in memory at once.
 const CHUNK: usize = 10_000;
 
-/// One dump: every wanted entry goes through the tracker, and the resulting deltas (then the
-/// final deltas from DESTROY events) go to `emit` in chunks. On a netlink error the deltas
-/// already computed are still emitted (their state is updated), then the error is returned.
+/// One dump: every wanted entry goes through the tracker, and the resulting deltas go to `emit`
+/// in full chunks (not the interval's last part); the rest, with the final deltas from DESTROY
+/// events, is returned. On a netlink error the deltas already computed are still emitted (their
+/// state is updated), then the error is returned.
 fn dump_once(
     socket: &mut ConntrackSocket,
     mode: DumpMode,
     shared: &Shared,
     table_count: Option<usize>,
-    emit: &mut dyn FnMut(Vec<ConntrackDelta>),
-) -> Result<(), NetlinkError> {
+    emit: &mut dyn FnMut(Vec<ConntrackDelta>, bool),
+) -> Result<Vec<ConntrackDelta>, NetlinkError> {
     let started = Instant::now();
     let mut chunk = Vec::new();
     let mut tracker = lock(&shared.tracker);
@@ -128,7 +189,7 @@ fn dump_once(
         {
             chunk.push(delta);
             if chunk.len() >= CHUNK {
-                emit(std::mem::take(&mut chunk));
+                emit(std::mem::take(&mut chunk), false);
             }
         }
     });
@@ -136,7 +197,7 @@ fn dump_once(
         Ok(stats) => stats,
         Err(err) => {
             drop(tracker);
-            emit(chunk);
+            emit(chunk, false);
             return Err(err);
         }
     };
@@ -155,8 +216,7 @@ fn dump_once(
     metrics::gauge!("netmeter_collector_last_dump_timestamp_seconds").set(now.as_secs_f64());
     drop(tracker);
     chunk.append(&mut lock(&shared.ended));
-    emit(chunk);
-    Ok(())
+    Ok(chunk)
 }
 
 fn count(deltas: &[ConntrackDelta]) {
@@ -176,8 +236,9 @@ fn count(deltas: &[ConntrackDelta]) {
 fn dump_every(
     mut socket: ConntrackSocket,
     settings: CollectSettings,
+    restored_since: Option<SystemTime>,
     shared: &Shared,
-    baseline: std::sync::mpsc::SyncSender<Result<(), NetlinkError>>,
+    ready: std::sync::mpsc::SyncSender<Result<SystemTime, NetlinkError>>,
     intervals: mpsc::Sender<Interval>,
 ) {
     // In the node's namespace, /proc/sys/net shows that namespace's conntrack count.
@@ -187,21 +248,37 @@ fn dump_every(
         tracing::warn!(error = %err, "conntrack table fill level will not be reported");
     }
     let mut table = TableFill::default();
-    // The first dump is the baseline: it emits nothing, its bytes predate us.
-    let baseline_start = SystemTime::now();
-    let table_count = table.report();
-    let first = dump_once(&mut socket, settings.mode, shared, table_count, &mut |_| {});
-    let failed = first.is_err();
-    let _ = baseline.send(first);
-    if failed {
-        return;
-    }
     // An interval runs from one dump's start to the next one's.
-    let mut start = baseline_start;
-    let mut next = Instant::now() + settings.interval;
+    let (mut start, mut next) = match restored_since {
+        // The first dump, at once, counts what moved since the previous process's last one.
+        Some(since) => {
+            let _ = ready.send(Ok(since));
+            (since, Instant::now())
+        }
+        // The first dump is the baseline: it emits nothing, its bytes predate us.
+        None => {
+            let baseline_start = SystemTime::now();
+            let table_count = table.report();
+            let first = dump_once(
+                &mut socket,
+                settings.mode,
+                shared,
+                table_count,
+                &mut |_, _| {},
+            );
+            let failed = first.is_err();
+            let _ = ready.send(first.map(|_| baseline_start));
+            if failed {
+                return;
+            }
+            (baseline_start, Instant::now() + settings.interval)
+        }
+    };
+    let mut restoring = lock(&shared.tracker).restoring();
     let mut receiver_gone = false;
     while !shared.stop.load(Ordering::Relaxed) && !receiver_gone {
-        if Instant::now() < next {
+        let final_dump = shared.final_dump.load(Ordering::Relaxed);
+        if !final_dump && Instant::now() < next {
             std::thread::sleep((next - Instant::now()).min(Duration::from_millis(100)));
             continue;
         }
@@ -209,7 +286,7 @@ fn dump_every(
         let table_count = table.report();
         let node_addresses = local_addresses();
         let end = SystemTime::now();
-        let mut emit = |mut deltas: Vec<ConntrackDelta>| {
+        let mut emit = |mut deltas: Vec<ConntrackDelta>, last_part: bool| {
             for d in &mut deltas {
                 d.node_endpoint = [
                     d.entry.original.src,
@@ -220,23 +297,100 @@ fn dump_every(
                 .any(|a| node_addresses.contains(a));
             }
             count(&deltas);
-            let interval = Interval { start, end, deltas };
+            let interval = Interval {
+                start,
+                end,
+                deltas,
+                last_part,
+            };
             receiver_gone |= intervals.blocking_send(interval).is_err();
         };
-        match dump_once(&mut socket, settings.mode, shared, table_count, &mut emit) {
-            Ok(()) => start = end,
+        let dumped = match dump_once(&mut socket, settings.mode, shared, table_count, &mut emit) {
+            Ok(mut rest) => {
+                if final_dump {
+                    stop_events(shared);
+                    rest.append(&mut lock(&shared.ended));
+                }
+                emit(rest, true);
+                true
+            }
             Err(err) => {
                 // Counted and retried next interval: what was not emitted accumulates.
                 metrics::counter!("netmeter_collector_dump_errors_total").increment(1);
                 tracing::warn!(error = %err, "conntrack dump failed; retrying next interval");
+                false
+            }
+        };
+        if dumped {
+            start = end;
+        }
+        if restoring {
+            let tracker = lock(&shared.tracker);
+            restoring = tracker.restoring();
+            if !restoring && let Some(since) = restored_since {
+                crate::state::report_ended_between_processes(
+                    tracker.stats.ended_between_processes,
+                    since,
+                );
             }
         }
+        if final_dump {
+            save_state(&settings, shared, dumped && !receiver_gone, start);
+            return;
+        }
+    }
+    // Stopped before the final dump could be taken or handed on (shutdown deadline).
+    if shared.final_dump.load(Ordering::Relaxed) {
+        save_state(&settings, shared, false, start);
+    }
+}
+
+/// After the final dump: saves the tracker if the final interval was handed on whole (else the
+/// next process must not continue from counters whose deltas may be lost).
+fn save_state(settings: &CollectSettings, shared: &Shared, handed_on: bool, since: SystemTime) {
+    let Some(state) = &settings.state else {
+        return;
+    };
+    if handed_on {
+        state.save_connections(&lock(&shared.tracker), since);
+    } else {
+        crate::state::report_error(
+            "save_state",
+            "the counter state is not saved",
+            &"the final dump failed, or its deltas could not be handed on before the shutdown deadline",
+            "the next collector starts from a baseline and reports the gap",
+            true,
+        );
+    }
+}
+
+/// Lets the event reader drain what the kernel already queued, and waits (bounded) until it
+/// has ended: after this the tracker changes no more.
+fn stop_events(shared: &Shared) {
+    shared.events_stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + EVENT_DRAIN_LIMIT + Duration::from_millis(500);
+    while shared.events_running.load(Ordering::Relaxed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 fn read_events(mut socket: ConntrackSocket, shared: &Shared) {
+    read_events_until_stopped(&mut socket, shared);
+    shared.events_running.store(false, Ordering::Relaxed);
+}
+
+fn read_events_until_stopped(socket: &mut ConntrackSocket, shared: &Shared) {
     let mut overrun_logged = false;
+    let mut draining_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
+        if draining_since.is_none() && shared.events_stop.load(Ordering::Relaxed) {
+            // Read what is queued; the first quiet moment ends it.
+            let _ = socket.set_receive_timeout(EVENT_DRAIN_QUIET);
+            draining_since = Some(Instant::now());
+        }
+        if draining_since.is_some_and(|since| since.elapsed() > EVENT_DRAIN_LIMIT) {
+            return;
+        }
         let result = socket.next_events(|event| match event {
             Ok(entry) if shared.filter.wants(&entry) => {
                 metrics::counter!("netmeter_collector_events_total").increment(1);
@@ -264,7 +418,12 @@ fn read_events(mut socket: ConntrackSocket, shared: &Shared) {
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+                ) =>
+            {
+                if draining_since.is_some() {
+                    return;
+                }
+            }
             Err(err) => {
                 tracing::error!(error = %err, "conntrack event socket failed");
                 std::thread::sleep(Duration::from_secs(1));

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::TypedValueParser;
 use netmeter_common::kafka::KafkaArgs;
 use netmeter_common::{ConfigError, ServiceArgs};
 
@@ -58,6 +59,19 @@ pub struct Args {
     pub buffer_bytes: usize,
     #[arg(long, env = "NETMETER_COMPRESSION", value_enum, default_value = "zstd")]
     pub compression: Compression,
+    /// Where the counter state is kept across restarts (on Kubernetes: a hostPath); created if
+    /// missing. `none`: keep none, every start is a baseline. Used with --output kafka.
+    #[arg(
+        long,
+        env = "NETMETER_STATE_DIR",
+        default_value = "/var/lib/netmeter/collector",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
+    pub state_dir: PathBuf,
+    /// A saved state older than this is not continued (a baseline is taken and the gap
+    /// reported): the first interval after a restore spans the whole pause (1s to 1d).
+    #[arg(long, env = "NETMETER_STATE_MAX_AGE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub state_max_age: Duration,
 }
 
 /// Kafka compression codec (snappy is not offered: not every broker handles it).
@@ -93,6 +107,9 @@ pub struct Config {
     pub compression: Compression,
     pub enable_acct: bool,
     pub filter: EntryFilter,
+    /// None: no state is kept.
+    pub state_dir: Option<PathBuf>,
+    pub state_max_age: Duration,
 }
 
 impl Args {
@@ -126,6 +143,13 @@ impl Args {
                 "--buffer-bytes",
                 "NETMETER_BUFFER_BYTES",
                 "must hold at least one message (--max-message-bytes)",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&self.state_max_age) {
+            return Err(ConfigError::invalid(
+                "--state-max-age",
+                "NETMETER_STATE_MAX_AGE",
+                format!("{:?} is outside 1s..1d", self.state_max_age),
             ));
         }
         let node_name = match self.node_name {
@@ -165,6 +189,9 @@ impl Args {
                 zone: self.zone,
                 mark: self.mark,
             },
+            state_dir: Some(self.state_dir)
+                .filter(|d| !d.as_os_str().is_empty() && d.as_os_str() != "none"),
+            state_max_age: self.state_max_age,
         })
     }
 }
@@ -190,4 +217,30 @@ fn parse_mark(s: &str) -> Result<MarkFilter, String> {
         None => (parse_number(s)?, u32::MAX),
     };
     Ok(MarkFilter { value, mask })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["netmeter-collector", "--node-name=node-a"];
+        all.extend_from_slice(args);
+        Args::try_parse_from(all).unwrap().validate().unwrap()
+    }
+
+    #[test]
+    fn state_is_kept_in_var_lib_unless_turned_off() {
+        let dir = |args: &[&str]| config(args).state_dir;
+        assert_eq!(dir(&[]), Some(PathBuf::from("/var/lib/netmeter/collector")));
+        assert_eq!(
+            dir(&["--state-dir=/data/nm"]),
+            Some(PathBuf::from("/data/nm"))
+        );
+        assert_eq!(dir(&["--state-dir=none"]), None);
+        assert_eq!(dir(&["--state-dir="]), None);
+        assert_eq!(config(&[]).state_max_age, Duration::from_secs(600));
+        let too_long = Args::try_parse_from(["x", "--node-name=a", "--state-max-age=2d"]);
+        assert!(too_long.unwrap().validate().is_err());
+    }
 }

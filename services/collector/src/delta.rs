@@ -2,12 +2,18 @@
 //! kernel's counters (other readers on the node see what they always saw).
 //!
 //! A connection is keyed by a 64-bit hash of (conntrack id, zone, protocol, original tuple): a
-//! reused id with another tuple is another connection. Per connection we keep only what the
-//! next delta needs, in a 32-byte slot of a [`ConnectionTable`], so a million connections fit
-//! in under 56 MiB.
+//! reused id with another tuple is another connection. The hash is xxh3 over a fixed byte
+//! layout, so keys stay the same across builds: a state saved by one collector version is read
+//! by the next (std's hasher makes no such promise). Per connection we keep only what the next
+//! delta needs, in a 32-byte slot of a [`ConnectionTable`], so a million connections fit in
+//! under 56 MiB.
 //!
 //! Rules:
 //! - The first dump after start is a baseline: it emits nothing (those bytes predate us).
+//!   Unless the tracker continues from the state the previous process saved at shutdown
+//!   ([`DeltaTracker::restored`]): then the first dump's deltas count from that state's counters.
+//!   Restored connections that no dump lists again and no DESTROY event ends ended while no
+//!   collector ran: they are counted ([`TrackerStats::ended_between_processes`]).
 //! - A connection first seen later is new: its whole counters are its first delta.
 //! - A DESTROY event emits the final delta and forgets the connection. A dump that was already
 //!   running may still list it: such late sightings are ignored until a dump that started
@@ -21,7 +27,8 @@
 //! - In [`DumpMode::Zero`] the kernel zeroes on every read, so readings are the deltas.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 
 use crate::conntrack::{ConntrackEntry, Counters, DumpMode};
 use crate::table::{ConnectionState, ConnectionTable, REPLY_BYTES_MASK};
@@ -67,6 +74,21 @@ pub struct TrackerStats {
     pub counter_resets: u64,
     pub late_sightings_ignored: u64,
     pub without_counters: u64,
+    /// Restored connections forgotten without a dump listing them again or a DESTROY event:
+    /// they ended between the previous process's final dump and our first; their last bytes
+    /// are unknowable.
+    pub ended_between_processes: u64,
+}
+
+/// One connection of the tracker's state as it is saved across a restart ([`crate::state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SavedConnection {
+    pub key: u64,
+    /// The last counters (`seen` unused).
+    pub state: ConnectionState,
+    /// Dumps since one last listed it: 0 for the table, 1..=[`VANISHED_GRACE_DUMPS`] for
+    /// connections waiting for their DESTROY event.
+    pub missed_dumps: u16,
 }
 
 pub struct DeltaTracker {
@@ -78,13 +100,56 @@ pub struct DeltaTracker {
     tombstones: KeyMap<u32>,
     generation: u32,
     baseline_done: bool,
+    /// The generation the state was restored at, while restored connections may still be
+    /// unresolved (neither listed again nor forgotten).
+    restored_at: Option<u32>,
     pub stats: TrackerStats,
 }
 
-fn key(entry: &ConntrackEntry) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (entry.id, entry.zone, entry.protocol, entry.original).hash(&mut hasher);
-    hasher.finish()
+/// The key of a connection: xxh3-64 of (id, zone, protocol, family, original tuple) laid out
+/// as fixed little-endian bytes, IPv4 addresses IPv4-mapped.
+pub fn key(entry: &ConntrackEntry) -> u64 {
+    let mut bytes = [0u8; 44];
+    bytes[0..4].copy_from_slice(&entry.id.to_le_bytes());
+    bytes[4..6].copy_from_slice(&entry.zone.to_le_bytes());
+    bytes[6] = entry.protocol;
+    bytes[7] = if entry.is_ipv6() { 6 } else { 4 };
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    bytes[8..24].copy_from_slice(&octets(entry.original.src));
+    bytes[24..40].copy_from_slice(&octets(entry.original.dst));
+    bytes[40..42].copy_from_slice(&entry.original.src_port.to_le_bytes());
+    bytes[42..44].copy_from_slice(&entry.original.dst_port.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// A fingerprint of [`key`]: the key of a fixed connection. A saved state whose fingerprint
+/// differs was keyed by another scheme and cannot be continued (every connection would look
+/// new and be counted again).
+pub fn key_scheme() -> u64 {
+    let a = |s: &str| s.parse().expect("valid literal");
+    key(&ConntrackEntry {
+        protocol: 6,
+        original: crate::conntrack::Tuple {
+            src: a("fd00::1"),
+            dst: a("10.0.0.2"),
+            src_port: 40000,
+            dst_port: 443,
+        },
+        reply: crate::conntrack::Tuple {
+            src: a("10.0.0.2"),
+            dst: a("fd00::1"),
+            src_port: 443,
+            dst_port: 40000,
+        },
+        id: 0x1234_5678,
+        zone: 7,
+        mark: 0,
+        status: 0,
+        counters: None,
+    })
 }
 
 impl DeltaTracker {
@@ -96,8 +161,68 @@ impl DeltaTracker {
             tombstones: KeyMap::default(),
             generation: 0,
             baseline_done: false,
+            restored_at: None,
             stats: TrackerStats::default(),
         }
+    }
+
+    /// A tracker that continues from the state a previous process saved: no baseline, the
+    /// first dump's deltas count from the saved counters. `connections` is how many follow
+    /// (to size the table once).
+    pub fn restored(
+        mode: DumpMode,
+        connections: usize,
+        saved: impl IntoIterator<Item = SavedConnection>,
+    ) -> Self {
+        let mut tracker = DeltaTracker::new(mode);
+        tracker.previous.reserve(connections);
+        tracker.baseline_done = true;
+        tracker.restored_at = Some(tracker.generation);
+        let generation = tracker.generation as u16;
+        for c in saved {
+            let state = ConnectionState {
+                seen: generation.wrapping_sub(c.missed_dumps),
+                ..c.state
+            };
+            match c.missed_dumps {
+                0 => tracker.previous.insert(c.key, &state),
+                n if n <= VANISHED_GRACE_DUMPS => {
+                    tracker.vanished.insert(c.key, state);
+                }
+                _ => {}
+            }
+        }
+        tracker
+    }
+
+    /// The state to save at shutdown: the table and the connections waiting for their DESTROY
+    /// event ([`saved_len`](Self::saved_len) of them).
+    pub fn saved_connections(&self) -> impl Iterator<Item = SavedConnection> + '_ {
+        let generation = self.generation as u16;
+        let saved = move |key, state: ConnectionState| SavedConnection {
+            key,
+            state: ConnectionState { seen: 0, ..state },
+            missed_dumps: generation.wrapping_sub(state.seen),
+        };
+        self.previous
+            .iter()
+            .map(move |(key, state)| saved(key, state))
+            .chain(
+                self.vanished
+                    .iter()
+                    .map(move |(key, state)| saved(*key, *state)),
+            )
+    }
+
+    /// How many connections [`saved_connections`](Self::saved_connections) yields.
+    pub fn saved_len(&self) -> usize {
+        self.previous.len() + self.vanished.len()
+    }
+
+    /// Whether restored connections may still be unresolved: until then
+    /// [`TrackerStats::ended_between_processes`] can still grow.
+    pub fn restoring(&self) -> bool {
+        self.restored_at.is_some()
     }
 
     /// Connections currently tracked.
@@ -168,9 +293,23 @@ impl DeltaTracker {
             },
         );
         let before = self.vanished.len();
-        self.vanished
-            .retain(|_, p| generation.wrapping_sub(p.seen) <= VANISHED_GRACE_DUMPS);
+        // Dumps since the restore: a connection last listed longer ago was never listed since.
+        let since_restore = self.restored_at.map(|g| self.generation.wrapping_sub(g));
+        let mut ended_between_processes = 0;
+        self.vanished.retain(|_, p| {
+            let missed = generation.wrapping_sub(p.seen);
+            let keep = missed <= VANISHED_GRACE_DUMPS;
+            if !keep && since_restore.is_some_and(|dumps| u32::from(missed) >= dumps) {
+                ended_between_processes += 1;
+            }
+            keep
+        });
         self.stats.forgotten += (before - self.vanished.len()) as u64;
+        self.stats.ended_between_processes += ended_between_processes;
+        // Every restored connection has been listed again, ended, or been forgotten by now.
+        if since_restore.is_some_and(|dumps| dumps > u32::from(VANISHED_GRACE_DUMPS)) {
+            self.restored_at = None;
+        }
         // A tombstone made during an earlier dump cannot be listed by any later dump.
         self.tombstones.retain(|_, made| *made == self.generation);
         self.baseline_done = true;
@@ -243,6 +382,9 @@ fn since(previous: &ConnectionState, now: &Counters, reset: &mut bool) -> Counte
 mod tests {
     use super::*;
     use crate::conntrack::Tuple;
+
+    /// [`key_scheme`] of the current scheme.
+    const KEY_SCHEME_V1: u64 = 0x7f2c_6d8e_5426_af9e;
 
     fn entry(id: u32, sport: u16, bytes: u64) -> ConntrackEntry {
         let a = |s: &str| s.parse().unwrap();
@@ -393,6 +535,89 @@ mod tests {
             t.destroyed(&entry(7, 6000, 50)).unwrap().delta.orig_bytes,
             50
         );
+    }
+
+    /// Saves `t` and restores it in a new tracker, as a restart does.
+    fn restart(t: &DeltaTracker) -> DeltaTracker {
+        let saved: Vec<SavedConnection> = t.saved_connections().collect();
+        assert_eq!(saved.len(), t.saved_len());
+        DeltaTracker::restored(DumpMode::Read, saved.len(), saved)
+    }
+
+    #[test]
+    fn a_restored_tracker_continues_where_the_saved_one_stopped() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(&mut t, &[entry(1, 1000, 5_000), entry(2, 1001, 100)]);
+        let d = dump(&mut t, &[entry(1, 1000, 7_000), entry(2, 1001, 300)]);
+        assert_eq!(orig_bytes(&d), 2_200);
+        let mut r = restart(&t);
+        // Not a baseline: the first dump counts what moved while no collector ran.
+        let d = dump(
+            &mut r,
+            &[
+                entry(1, 1000, 9_000),
+                entry(2, 1001, 300),
+                entry(3, 1002, 50),
+            ],
+        );
+        assert_eq!(orig_bytes(&d), 2_000 + 50);
+        assert_eq!(
+            d.iter().map(|d| (d.entry.id, d.new)).collect::<Vec<_>>(),
+            [(1, false), (3, true)]
+        );
+        let last = r.destroyed(&entry(2, 1001, 420)).unwrap();
+        assert_eq!((last.delta.orig_bytes, last.new), (120, false));
+    }
+
+    #[test]
+    fn restored_connections_never_seen_again_ended_between_processes() {
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(
+            &mut t,
+            &[entry(1, 1000, 10), entry(2, 1001, 10), entry(3, 1002, 10)],
+        );
+        dump(&mut t, &[entry(1, 1000, 10), entry(2, 1001, 10)]); // 3 waits for its DESTROY
+        let mut r = restart(&t);
+        assert_eq!(r.saved_len(), 3);
+        assert!(r.restoring());
+        // 1 is listed again; 2 is not, and 3's DESTROY event never comes.
+        for _ in 0..=VANISHED_GRACE_DUMPS {
+            dump(&mut r, &[entry(1, 1000, 10)]);
+        }
+        assert_eq!(r.stats.ended_between_processes, 2);
+        assert!(!r.restoring());
+        for _ in 0..=VANISHED_GRACE_DUMPS {
+            dump(&mut r, &[]);
+        }
+        assert_eq!(
+            (r.stats.ended_between_processes, r.stats.forgotten),
+            (2, 3),
+            "forgetting 1 later is ordinary"
+        );
+    }
+
+    #[test]
+    fn a_saved_connection_waiting_for_its_destroy_event_gets_only_the_rest() {
+        // Evicted by the kernel during the final dump; the event reaches the next process.
+        let mut t = DeltaTracker::new(DumpMode::Read);
+        dump(&mut t, &[]);
+        dump(&mut t, &[entry(4, 3500, 1_000)]);
+        dump(&mut t, &[]);
+        let mut r = restart(&t);
+        dump(&mut r, &[]);
+        let last = r.destroyed(&entry(4, 3500, 1_000)).unwrap();
+        assert_eq!((last.delta, last.new), (Counters::default(), false));
+        assert_eq!(r.stats.ended_between_processes, 0);
+    }
+
+    #[test]
+    fn keys_do_not_change_between_builds() {
+        // A saved state is read by the next collector version: changing the key scheme makes
+        // every restart after an upgrade a baseline (states are refused, see state.rs).
+        assert_eq!(key_scheme(), KEY_SCHEME_V1);
+        let mut v6 = entry(1, 1000, 0);
+        v6.original.src = "::ffff:10.77.0.2".parse().unwrap();
+        assert_ne!(key(&v6), key(&entry(1, 1000, 0)), "families differ");
     }
 
     #[test]

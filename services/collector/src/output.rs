@@ -11,12 +11,15 @@ use serde::Serialize;
 use crate::conntrack::Tuple;
 use crate::delta::ConntrackDelta;
 
-/// The deltas of one interval `[start, end)`.
+/// Deltas of one interval `[start, end)`. An interval is handed on in parts of at most
+/// 10,000 deltas, each an `Interval` with the same bounds.
 #[derive(Debug, Clone)]
 pub struct Interval {
     pub start: SystemTime,
     pub end: SystemTime,
     pub deltas: Vec<ConntrackDelta>,
+    /// The interval's last part: once it is published, the whole interval is.
+    pub last_part: bool,
 }
 
 /// Protocol name for people; the number when it has no common name.
@@ -191,6 +194,7 @@ mod tests {
             start: UNIX_EPOCH + Duration::from_secs(1_764_000_000),
             end: UNIX_EPOCH + Duration::from_secs(1_764_000_005),
             deltas: vec![delta()],
+            last_part: true,
         };
         let mut out = Vec::new();
         write_json_lines(&interval, &mut out).unwrap();

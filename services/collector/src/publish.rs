@@ -4,7 +4,7 @@
 //! and counted (its sequence number becomes a visible gap downstream). Nothing is lost silently.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use netmeter_proto::{SCHEMA_HEADER, Schema, raw};
 use prost::Message;
@@ -49,7 +49,9 @@ pub fn encode_batches(
         current.deltas.push(wire);
     }
     // An interval without deltas still publishes an (empty) batch: consumers see the node is alive.
-    batches.push(EncodedBatch::from(current));
+    let mut last = EncodedBatch::from(current);
+    last.completes_interval_at = interval.last_part.then_some(interval.end);
+    batches.push(last);
     *next_sequence += 1;
     batches
 }
@@ -60,6 +62,9 @@ pub struct EncodedBatch {
     pub sequence: u64,
     pub deltas: usize,
     pub payload: Vec<u8>,
+    /// The end of the interval this batch is the last of: once the broker acknowledged it,
+    /// everything up to then is published (the marker of [`crate::state`]).
+    pub completes_interval_at: Option<SystemTime>,
 }
 
 impl From<raw::ConntrackBatch> for EncodedBatch {
@@ -68,6 +73,7 @@ impl From<raw::ConntrackBatch> for EncodedBatch {
             sequence: batch.sequence,
             deltas: batch.deltas.len(),
             payload: batch.encode_to_vec(),
+            completes_interval_at: None,
         }
     }
 }
@@ -167,7 +173,7 @@ mod tests {
     use super::*;
     use crate::conntrack::{ConntrackEntry, Counters, Tuple};
     use crate::delta::ConntrackDelta;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     fn interval(n: usize) -> Interval {
         let a = |s: &str| s.parse().unwrap();
@@ -206,6 +212,7 @@ mod tests {
             start: UNIX_EPOCH,
             end: SystemTime::now(),
             deltas: (0..n).map(delta).collect(),
+            last_part: true,
         }
     }
 
@@ -228,6 +235,15 @@ mod tests {
             total += decoded.deltas.len();
         }
         assert_eq!(total, 1000);
+        let completing: Vec<_> = batches
+            .iter()
+            .map(|b| b.completes_interval_at.is_some())
+            .collect();
+        assert_eq!(completing.iter().filter(|c| **c).count(), 1);
+        assert!(
+            completing[completing.len() - 1],
+            "only the last batch completes the interval"
+        );
     }
 
     #[test]
@@ -243,6 +259,7 @@ mod tests {
             sequence,
             deltas,
             payload: vec![0; 100],
+            completes_interval_at: None,
         };
         let mut buffer = SendBuffer::new(250);
         assert_eq!(buffer.push(batch(1, 10)), Dropped::default());

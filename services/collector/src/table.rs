@@ -153,6 +153,14 @@ impl ConnectionTable {
         Some(removed)
     }
 
+    /// Every connection, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, ConnectionState)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.key != 0)
+            .map(|s| (s.key, s.state()))
+    }
+
     /// Removes every connection for which `keep` is false, passing it to `removed`.
     pub fn retain(
         &mut self,

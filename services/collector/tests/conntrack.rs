@@ -3,12 +3,14 @@
 //! own counters, read independently with the `conntrack` tool (`-E` for the final counters of
 //! ended connections, `-L` for live ones).
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use netmeter_collector::collect::{self, CollectSettings};
+use netmeter_collector::collect::{self, Beginning, CollectSettings};
 use netmeter_collector::conntrack::{Counters, DumpMode};
 use netmeter_collector::output::Interval;
 use netmeter_tests::netns::{self, NodeTopology};
@@ -46,11 +48,13 @@ impl Collecting {
             mode,
             enable_acct: false,
             filter: Default::default(),
+            state: None,
         };
-        let collection = tokio::task::spawn_blocking(move || collect::start(settings, tx))
-            .await
-            .unwrap()
-            .unwrap();
+        let collection =
+            tokio::task::spawn_blocking(move || collect::start(settings, Beginning::Baseline, tx))
+                .await
+                .unwrap()
+                .unwrap();
         Collecting {
             collection,
             intervals,
@@ -68,48 +72,12 @@ impl Collecting {
     }
 }
 
-fn kernel_counters(entry: &netns::KernelEntry) -> Counters {
-    Counters {
-        orig_bytes: entry.orig.bytes,
-        orig_packets: entry.orig.packets,
-        reply_bytes: entry.reply.bytes,
-        reply_packets: entry.reply.packets,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn deltas_add_up_to_the_kernel_counters_exactly() {
     let topology = NodeTopology::create().unwrap();
     let node = topology.node_ns_name().to_string();
-    // Ended TCP connections leave the table (and send DESTROY) a second after closing.
-    for sysctl in [
-        "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1",
-        "net.netfilter.nf_conntrack_tcp_timeout_close=1",
-    ] {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", &node, "sysctl", "-qw", sysctl])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    // The independent reference for ended connections: the conntrack tool's DESTROY events.
-    let events = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &node,
-            "conntrack",
-            "-E",
-            "-e",
-            "DESTROY",
-            "-o",
-            "extended",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let events = netmeter_tests::process::KilledOnDrop(events);
+    common::expire_closed_tcp_quickly(&node);
+    let events = common::destroy_events(&node);
 
     let collecting = Collecting::start(&topology, DumpMode::Read).await;
 
@@ -148,7 +116,7 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
         let (sum, destroyed) = ours[&(6, port)];
         assert_eq!(
             sum,
-            kernel_counters(kernel),
+            common::kernel_counters(kernel),
             "{name}: our deltas vs the kernel's final counters"
         );
         assert!(destroyed, "{name}: the final delta is flagged destroyed");
@@ -201,7 +169,7 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
             .find(|e| e.protocol == 17 && e.orig.sport == port)
             .expect("live UDP flow");
         let (sum, destroyed) = ours[&(17, port)];
-        assert_eq!(sum, kernel_counters(kernel), "UDP from port {port}");
+        assert_eq!(sum, common::kernel_counters(kernel), "UDP from port {port}");
         assert_eq!(
             (sum.orig_bytes, sum.orig_packets, destroyed),
             (bytes, packets, false)

@@ -13,11 +13,13 @@ async fn ready_against_the_stack_and_exits_cleanly_on_sigterm() {
     let stack = Stack::start().await.unwrap();
     let topology = NodeTopology::create().unwrap();
     let netns = format!("--netns={}", topology.node_ns_path().display());
+    let state_dir = tempfile::tempdir().unwrap();
+    let state_dir = format!("--state-dir={}", state_dir.path().display());
     check_lifecycle(
         Path::new(BIN),
         "collector",
         &stack,
-        &["--node-name", "node-a", &netns],
+        &["--node-name", "node-a", &netns, &state_dir],
     )
     .unwrap();
 }
@@ -43,6 +45,7 @@ fn bad_configuration_exits_2_with_one_line() {
     check_config_error(bin, &["--output", "file"], &[], "--output").unwrap();
     check_config_error(bin, &["--mark", "0xzz/0xff"], &[], "--mark").unwrap();
     check_config_error(bin, &[], &[("NETMETER_ZONE", "70000")], "NETMETER_ZONE").unwrap();
+    check_config_error(bin, &["--state-max-age", "0s"], &[], "--state-max-age").unwrap();
 }
 
 #[test]

@@ -18,12 +18,14 @@ async fn broker_outage_of_30s_loses_nothing_and_duplicates_nothing() {
     let mut stack = Stack::start().await.unwrap();
     let topology = NodeTopology::create().unwrap();
     let node_ns = topology.node_ns_path();
+    let state_dir = tempfile::tempdir().unwrap();
     let args = Args::try_parse_from([
         "netmeter-collector",
         "--node-name=node-a",
         "--interval=1s",
         &format!("--netns={}", node_ns.display()),
         &format!("--kafka-brokers={}", stack.kafka_bootstrap()),
+        &format!("--state-dir={}", state_dir.path().display()),
     ])
     .unwrap();
     let config = args.validate().unwrap();

@@ -301,6 +301,31 @@ pub fn ensure_accounting(netns: Option<&Path>, enable: bool) -> Result<(), Netli
     }
 }
 
+/// The cookie of `netns` (or ours): a 64-bit id the kernel never reuses within a boot, unlike
+/// the namespace's inode number (SO_NETNS_COOKIE, Linux 5.14+).
+pub fn netns_cookie(netns: Option<&Path>) -> Result<u64, NetlinkError> {
+    in_netns(netns, || {
+        // Any socket belongs to the namespace it was created in; this one binds nothing.
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        let mut cookie: u64 = 0;
+        let mut len = size_of::<u64>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `cookie`.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cookie)
+    })
+}
+
 /// Moves the calling thread into `netns` (other threads stay where they are).
 pub fn enter_netns(netns: &Path) -> Result<(), NetlinkError> {
     let netns_error = |source| NetlinkError::Netns {
