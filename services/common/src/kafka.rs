@@ -293,6 +293,26 @@ impl rdkafka::consumer::ConsumerContext for GroupContext {
     }
 }
 
+/// How long [`leave_group`] keeps polling so librdkafka can revoke and send LeaveGroup.
+const LEAVE_GROUP_WAIT: Duration = Duration::from_millis(500);
+
+/// Leaves the consumer group at shutdown, so the partitions move to the other replicas (or to
+/// this replica's successor) at once instead of after the session timeout. librdkafka sends
+/// LeaveGroup only once the revocation has been served, which needs the consumer polled: so
+/// it is polled here for a moment, and what arrives meanwhile is dropped uncommitted (the next
+/// owner reads it again). The consumer is not destroyed by this: destroying a librdkafka
+/// consumer can block forever against some brokers (tansu 0.6).
+pub async fn leave_group<C: rdkafka::consumer::ConsumerContext + 'static>(
+    consumer: &rdkafka::consumer::StreamConsumer<C>,
+) {
+    consumer.unsubscribe();
+    let deadline = tokio::time::Instant::now() + LEAVE_GROUP_WAIT;
+    while tokio::time::timeout_at(deadline, consumer.recv())
+        .await
+        .is_ok()
+    {}
+}
+
 /// The value of header `key` of a consumed message.
 pub fn header<'a, M: rdkafka::message::Message>(message: &'a M, key: &str) -> Option<&'a [u8]> {
     use rdkafka::message::Headers;

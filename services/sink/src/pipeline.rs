@@ -459,8 +459,7 @@ impl Sink {
             );
         }
         deadline_task.abort();
-        self.consumer.unsubscribe();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        netmeter_common::kafka::leave_group(&self.consumer).await;
         Ok(())
     }
 
