@@ -100,13 +100,24 @@ pub fn serve(lib: &Path, data_dir: &Path, http_port: u16, tcp_port: u16) -> anyh
 /// The output of `sql` in `format` (e.g. `TabSeparated`, `JSONEachRow`), for exact comparisons
 /// in tests; panics with the query on error.
 pub async fn query_text(client: &::clickhouse::Client, sql: &str, format: &str) -> String {
+    query_text_checked(client, sql, format)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// [`query_text`] that returns errors (with the query) instead of panicking.
+pub async fn query_text_checked(
+    client: &::clickhouse::Client,
+    sql: &str,
+    format: &str,
+) -> anyhow::Result<String> {
     let mut cursor = client
         .query_raw(sql)
         .fetch_bytes(format)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .with_context(|| format!("query {sql}"))?;
     let bytes = cursor
         .collect()
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    String::from_utf8(bytes.to_vec()).expect("ClickHouse text output is UTF-8")
+        .with_context(|| format!("query {sql}"))?;
+    String::from_utf8(bytes.to_vec()).context("ClickHouse text output is UTF-8")
 }

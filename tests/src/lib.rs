@@ -5,40 +5,41 @@
 //! - [`install`]: puts the real components (tansu broker, ClickHouse 26.7 engine) in a cache.
 //! - [`process`]: child processes we start, end by PID, and never leak.
 //! - [`broker`], [`clickhouse`]: how to run and probe each component.
-//! - [`stack`]: a broker plus ClickHouse on free ports, with the netmeter topics created.
+//! - [`stack`]: a broker plus ClickHouse on free ports, with the netmeter topics created;
+//!   [`local_stack`]: the same on fixed ports, detached (`netmeter-stack start`, the demo).
 //! - [`cluster`]: Kubernetes objects (nodes, pods with owner chains, Services) for [`kube_api`].
 //! - [`records`]: raw batches to feed a pipeline, and its output read back.
 //! - [`service`]: runs a netmeter binary against a stack and checks its HTTP endpoint.
 //! - [`kube_api`]: an in-process Kubernetes API server (list/watch, 410s, outages) for kube-rs.
 //! - [`netns`]: a simulated Kubernetes node in network namespaces, traffic, and a reference
 //!   conntrack reader.
+//! - [`minicluster`]: a three-node, two-zone cluster in network namespaces, served through
+//!   [`kube_api`]; [`traffic`] drives a matrix of flows through it and logs every connection.
+//! - [`pipeline`]: collectors, attributors and the sink running on a mini-cluster.
+//! - [`kernel`]: the kernel's own counters of every connection (the `conntrack` tool), and
+//!   [`ledger`]: what ClickHouse must hold for them, and what it holds.
 
 pub mod bench;
 pub mod broker;
 pub mod clickhouse;
 pub mod cluster;
 pub mod install;
+pub mod interrupt;
+pub mod kernel;
 pub mod kube_api;
+pub mod ledger;
+pub mod local_stack;
+pub mod minicluster;
 pub mod netns;
+pub mod pipeline;
 pub mod process;
 pub mod records;
+pub mod report;
 pub mod service;
 pub mod stack;
+pub mod traffic;
 
 pub use stack::Stack;
-
-/// The real cloud provider range files (`shared/data/cloud-ip-ranges` beside the checkout, or
-/// `$NETMETER_CLOUD_RANGES_DIR`).
-pub fn cloud_ranges_dir() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("NETMETER_CLOUD_RANGES_DIR") {
-        return dir.into();
-    }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/data/cloud-ip-ranges"))
-        .find(|d| d.is_dir())
-        .expect("shared/data/cloud-ip-ranges beside the checkout, or NETMETER_CLOUD_RANGES_DIR")
-}
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -48,14 +49,15 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 always works")
 }
 
-/// Polls `ready` every 50 ms until it returns true or `timeout` passes.
+/// Polls `ready` every 50 ms until it returns true or `timeout` passes (or the command was
+/// interrupted, see [`interrupt`]).
 pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if ready() {
             return true;
         }
-        if std::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline || interrupt::interrupted() {
             return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -100,6 +100,124 @@ pub fn ns_exists(ns_name: &str) -> bool {
     ns_path(ns_name).exists()
 }
 
+/// Network namespaces created by one owner (a [`NodeTopology`], a mini-cluster), deleted in
+/// reverse order on [`delete_all`](Self::delete_all) or drop. Names are
+/// `<kind>-<pid>-<n>-<role>`: the pid of the creating process makes every instance unique (tests
+/// run in parallel) and lets [`Namespaces::new`] delete the leftovers of creators that died
+/// without cleaning up (SIGKILL, a Ctrl-C of the test harness).
+#[derive(Debug)]
+pub struct Namespaces {
+    prefix: String,
+    /// Namespaces this set created and still owns, in creation order. Only these are ever
+    /// deleted: creation fails rather than adopting a namespace that already exists.
+    created: Vec<String>,
+}
+
+/// Prefixes of the namespaces tests and the demo create (`nmt`: a single node, `nmc`: a
+/// mini-cluster).
+const NAMESPACE_KINDS: [&str; 2] = ["nmt", "nmc"];
+
+impl Namespaces {
+    /// A new, empty set named `<kind>-<pid>-<n>`; first deletes namespaces of our kinds whose
+    /// creating process is gone.
+    pub fn new(kind: &str) -> Namespaces {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        sweep_orphans();
+        Namespaces {
+            prefix: format!(
+                "{kind}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+            created: Vec::new(),
+        }
+    }
+
+    /// `<prefix>`: what every name of this set starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The name `role` gets in this set.
+    pub fn name(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Creates namespace `role` with loopback up and IPv6 duplicate address detection off (so
+    /// addresses are usable at once); returns its name.
+    pub fn add(&mut self, role: &str) -> anyhow::Result<String> {
+        let ns = self.name(role);
+        // `ip netns add` fails if the name exists, so we never take over a namespace.
+        run(ip(&["netns", "add", &ns]), None)?;
+        self.created.push(ns.clone());
+        // Before any interface exists, so the veth ends inherit it from `default`.
+        sysctl(&ns, "net.ipv6.conf.default.accept_dad", "0")?;
+        sysctl(&ns, "net.ipv6.conf.all.accept_dad", "0")?;
+        run(ip(&["-n", &ns, "link", "set", "lo", "up"]), None)?;
+        Ok(ns)
+    }
+
+    /// Deletes one namespace of this set (its interfaces go with it).
+    pub fn remove(&mut self, role: &str) -> anyhow::Result<()> {
+        let ns = self.name(role);
+        let Some(at) = self.created.iter().position(|n| *n == ns) else {
+            bail!("network namespace {ns} is not one of ours");
+        };
+        self.created.remove(at);
+        run(ip(&["netns", "del", &ns]), None).map(drop)
+    }
+
+    /// Deletes every namespace of the set now and reports failures (drop only prints them).
+    /// Sockets and threads still inside a namespace keep it alive, unnamed, until they end.
+    pub fn delete_all(&mut self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        while let Some(ns) = self.created.pop() {
+            if let Err(e) = run(ip(&["netns", "del", &ns]), None) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        ensure!(
+            errors.is_empty(),
+            "cannot delete network namespaces: {}",
+            errors.join("; ")
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete_all() {
+            eprintln!("netmeter-tests: {e:#}");
+        }
+    }
+}
+
+/// Deletes the namespaces of our kinds whose creating process no longer runs. A pid that was
+/// reused by an unrelated process keeps its namespaces until that process ends: we never
+/// delete what a running process may own.
+pub fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.splitn(3, '-');
+        let (Some(kind), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if NAMESPACE_KINDS.contains(&kind) && !Path::new(&format!("/proc/{pid}")).exists() {
+            match run(ip(&["netns", "del", &name]), None) {
+                Ok(_) => eprintln!("netmeter-tests: deleted {name}, left behind by process {pid}"),
+                Err(e) => eprintln!("netmeter-tests: cannot delete leftover {name}: {e:#}"),
+            }
+        }
+    }
+}
+
 /// A simulated Kubernetes node: three network namespaces (node, pod-a, pod-b) wired as described
 /// in the [module docs](self). Dropping it deletes them, also when a test panics.
 #[derive(Debug)]
@@ -107,26 +225,20 @@ pub struct NodeTopology {
     node: String,
     pod_a: String,
     pod_b: String,
-    /// Namespaces this instance created and still owns, in creation order. Only these are ever
-    /// deleted: creation fails rather than adopting a namespace that already exists.
-    created: Vec<String>,
+    namespaces: Namespaces,
 }
 
 impl NodeTopology {
     /// Creates the namespaces, links, addresses, routes, sysctls and nftables rules. On failure
     /// everything created so far is deleted again and the error names the command that failed.
     pub fn create() -> anyhow::Result<NodeTopology> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let prefix = format!(
-            "nmt-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let namespaces = Namespaces::new("nmt");
+        let prefix = namespaces.prefix().to_string();
         let mut topology = NodeTopology {
-            node: format!("{prefix}-node"),
-            pod_a: format!("{prefix}-pod-a"),
-            pod_b: format!("{prefix}-pod-b"),
-            created: Vec::new(),
+            node: namespaces.name("node"),
+            pod_a: namespaces.name("pod-a"),
+            pod_b: namespaces.name("pod-b"),
+            namespaces,
         };
         // On error `topology` is dropped here, which deletes what was created.
         topology
@@ -136,14 +248,8 @@ impl NodeTopology {
     }
 
     fn build(&mut self) -> anyhow::Result<()> {
-        for ns in [self.node.clone(), self.pod_a.clone(), self.pod_b.clone()] {
-            // `ip netns add` fails if the name exists, so we never take over a namespace.
-            run(ip(&["netns", "add", &ns]), None)?;
-            self.created.push(ns.clone());
-            // Before any interface exists, so the veth ends inherit it from `default`.
-            sysctl(&ns, "net.ipv6.conf.default.accept_dad", "0")?;
-            sysctl(&ns, "net.ipv6.conf.all.accept_dad", "0")?;
-            run(ip(&["-n", &ns, "link", "set", "lo", "up"]), None)?;
+        for role in ["node", "pod-a", "pod-b"] {
+            self.namespaces.add(role)?;
         }
 
         let node = self.node.as_str();
@@ -264,30 +370,7 @@ impl NodeTopology {
     /// Deletes the namespaces now and reports failures (drop only prints them). Sockets and
     /// threads still inside a namespace keep it alive, unnamed, until they end.
     pub fn delete(mut self) -> anyhow::Result<()> {
-        self.delete_namespaces()
-    }
-
-    fn delete_namespaces(&mut self) -> anyhow::Result<()> {
-        let mut errors = Vec::new();
-        while let Some(ns) = self.created.pop() {
-            if let Err(e) = run(ip(&["netns", "del", &ns]), None) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        ensure!(
-            errors.is_empty(),
-            "cannot delete network namespaces: {}",
-            errors.join("; ")
-        );
-        Ok(())
-    }
-}
-
-impl Drop for NodeTopology {
-    fn drop(&mut self) {
-        if let Err(e) = self.delete_namespaces() {
-            eprintln!("netmeter-tests: {e:#}");
-        }
+        self.namespaces.delete_all()
     }
 }
 
@@ -389,7 +472,7 @@ where
 
 /// Sets a sysctl (dotted name) inside `ns` and reads it back. /proc/sys/net resolves against the
 /// calling thread's namespace, so writing it from a thread inside `ns` is enough.
-fn sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
+pub(crate) fn sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     let wanted = value.to_string();
     let read_back = in_netns(ns, move || -> std::io::Result<String> {
@@ -405,7 +488,7 @@ fn sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ip(args: &[&str]) -> Command {
+pub(crate) fn ip(args: &[&str]) -> Command {
     let mut command = Command::new("ip");
     command.args(args);
     command
@@ -413,7 +496,7 @@ fn ip(args: &[&str]) -> Command {
 
 /// Runs a helper command with `stdin` as its input, killing it after [`COMMAND_TIMEOUT`].
 /// Returns its stdout; a failure names the command line and carries its stderr.
-fn run(mut command: Command, stdin: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn run(mut command: Command, stdin: Option<&str>) -> anyhow::Result<String> {
     let line = std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|s| s.to_string_lossy().into_owned())
@@ -491,8 +574,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 // Traffic
 // ---------------------------------------------------------------------------------------------
 
-/// A TCP listener inside a namespace that accepts any number of connections, reads each to EOF
-/// and then closes it, counting the bytes. Stops (and closes everything) on drop.
+/// A TCP listener inside a namespace that accepts any number of connections, reads each to EOF,
+/// answers with a fixed number of bytes (none for a plain sink) and then closes it, counting the
+/// bytes. Stops (and closes everything) on drop.
 #[derive(Debug)]
 pub struct TcpSink {
     addr: SocketAddr,
@@ -507,6 +591,8 @@ struct SinkShared {
     accepted: AtomicU64,
     closed: AtomicU64,
     errors: Mutex<Vec<String>>,
+    /// Bytes written back on every connection once its request has been read.
+    reply: u64,
 }
 
 impl SinkShared {
@@ -521,12 +607,21 @@ impl SinkShared {
 /// [`TcpSink::addr`]). Bytes are counted as they arrive, so once a [`tcp_send`] to it returns
 /// (it waits for the sink to close), [`TcpSink::received`] includes all of them.
 pub fn tcp_sink(ns: &str, addr: SocketAddr) -> anyhow::Result<TcpSink> {
+    tcp_server(ns, addr, 0)
+}
+
+/// A [`TcpSink`] that answers every connection with `reply` bytes after reading it to EOF: a
+/// request/response server (a client's [`tcp_send`] reads the reply before it returns).
+pub fn tcp_server(ns: &str, addr: SocketAddr, reply: u64) -> anyhow::Result<TcpSink> {
     let listener = in_netns(ns, move || TcpListener::bind(addr))?
         .with_context(|| format!("cannot listen on {addr} in network namespace {ns}"))?;
     // Non-blocking accept so the loop can notice `stop`; accepted sockets are blocking.
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(SinkShared::default());
+    let shared = Arc::new(SinkShared {
+        reply,
+        ..SinkShared::default()
+    });
     let loop_shared = shared.clone();
     let acceptor = std::thread::Builder::new()
         .name("tcp-sink".into())
@@ -547,7 +642,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<SinkShared>) {
                 shared.accepted.fetch_add(1, Ordering::Relaxed);
                 let conn_shared = shared.clone();
                 readers.push(std::thread::spawn(move || {
-                    if let Err(e) = drain(&mut stream, &conn_shared) {
+                    let answered = drain(&mut stream, &conn_shared)
+                        .and_then(|()| write_bytes(&stream, conn_shared.reply));
+                    if let Err(e) = answered {
                         conn_shared.error(format!("connection from {peer}: {e:#}"));
                     }
                     // Counted before the close, so a sender that saw the close sees the count.

@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::process::{Lifetime, ManagedProcess};
+use crate::stack::Endpoints;
 use crate::{Stack, free_port};
 
-/// A service binary started by a test, with its HTTP endpoint on a free port.
+/// A service binary started by a test (or the demo), with its HTTP endpoint on a free port.
 pub struct RunningService {
     pub process: ManagedProcess,
     pub http_port: u16,
-    _log_dir: tempfile::TempDir,
+    /// Where its log goes.
+    pub log: std::path::PathBuf,
+    _log_dir: Option<tempfile::TempDir>,
 }
 
 impl RunningService {
@@ -32,29 +35,44 @@ impl RunningService {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<RunningService> {
+        Self::launch(bin, &stack.endpoints(), args, env, None)
+    }
+
+    /// Starts `bin` against `endpoints` (broker and ClickHouse), logging in pretty text to
+    /// `log`, or to a temporary file removed with the service. The process is killed when the
+    /// calling thread ends: start services from a thread that outlives them.
+    pub fn launch(
+        bin: &Path,
+        endpoints: &Endpoints,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> anyhow::Result<RunningService> {
         let http_port = free_port();
-        let log_dir = tempfile::tempdir()?;
+        let (log, log_dir) = match log {
+            Some(path) => (path.to_path_buf(), None),
+            None => {
+                let dir = tempfile::tempdir()?;
+                (dir.path().join("service.log"), Some(dir))
+            }
+        };
         let mut command = Command::new(bin);
         command
             .args(args)
             .env("NETMETER_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-            .env("NETMETER_KAFKA_BROKERS", stack.kafka_bootstrap())
-            .env("NETMETER_CLICKHOUSE_URL", stack.clickhouse_url())
+            .env("NETMETER_KAFKA_BROKERS", &endpoints.kafka_bootstrap)
+            .env("NETMETER_CLICKHOUSE_URL", &endpoints.clickhouse_url)
             .env("NETMETER_LOG_FORMAT", "pretty")
             .envs(env.iter().copied());
         let name = bin
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let process = ManagedProcess::spawn(
-            &name,
-            command,
-            &log_dir.path().join("service.log"),
-            Lifetime::Owned,
-        )?;
+        let process = ManagedProcess::spawn(&name, command, &log, Lifetime::Owned)?;
         Ok(RunningService {
             process,
             http_port,
+            log,
             _log_dir: log_dir,
         })
     }
@@ -68,6 +86,23 @@ impl RunningService {
         let (_, body) = self.get("/metrics").ok()?;
         body.lines()
             .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The sum of every sample of metric `name`, whatever its labels; `None` if unreachable.
+    pub fn metric_total(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").ok()?;
+        Some(
+            body.lines()
+                .filter_map(|line| {
+                    let rest = line.strip_prefix(name)?;
+                    let value = match rest.strip_prefix('{') {
+                        Some(labelled) => labelled.split_once("} ")?.1,
+                        None => rest.strip_prefix(' ')?,
+                    };
+                    value.parse::<f64>().ok()
+                })
+                .sum(),
+        )
     }
 
     /// Waits until `/readyz` answers 200.

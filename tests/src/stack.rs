@@ -29,6 +29,20 @@ pub fn default_topics() -> Vec<String> {
     .collect()
 }
 
+/// Where a broker and a ClickHouse answer: a test's [`Stack`] or the local stack.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    pub kafka_bootstrap: String,
+    pub clickhouse_url: String,
+}
+
+impl Endpoints {
+    /// A client of the ClickHouse (not bound to a database).
+    pub fn clickhouse_client(&self) -> ::clickhouse::Client {
+        ::clickhouse::Client::default().with_url(&self.clickhouse_url)
+    }
+}
+
 pub struct Stack {
     pub broker: ManagedProcess,
     tansu: std::path::PathBuf,
@@ -91,6 +105,13 @@ impl Stack {
         };
         broker::create_topics(&stack.kafka_bootstrap(), &default_topics(), PARTITIONS).await?;
         Ok(stack)
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            kafka_bootstrap: self.kafka_bootstrap(),
+            clickhouse_url: self.clickhouse_url(),
+        }
     }
 
     pub fn kafka_bootstrap(&self) -> String {
