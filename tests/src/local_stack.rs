@@ -52,17 +52,42 @@ fn is_ours(pid: Option<u32>, program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Where the local stack listens on 127.0.0.1 (flags of `netmeter-stack start` and the demo).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct Ports {
+    #[arg(long, env = "NETMETER_KAFKA_PORT", default_value_t = 9092)]
+    pub kafka_port: u16,
+    #[arg(long, env = "NETMETER_CLICKHOUSE_HTTP_PORT", default_value_t = 8123)]
+    pub clickhouse_http_port: u16,
+    #[arg(long, env = "NETMETER_CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
+    pub clickhouse_tcp_port: u16,
+}
+
+impl Ports {
+    /// The same ports as flags, to pass on to another process.
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--kafka-port", self.kafka_port),
+            ("--clickhouse-http-port", self.clickhouse_http_port),
+            ("--clickhouse-tcp-port", self.clickhouse_tcp_port),
+        ]
+        .iter()
+        .flat_map(|(flag, port)| [flag.to_string(), port.to_string()])
+        .collect()
+    }
+}
+
 const BROKER_PROGRAM: &str = "tansu";
 const CLICKHOUSE_PROGRAM: &str = "clickhouse-server";
 
 /// Starts whatever of the stack is not running (installing first if needed) and creates the
 /// topics; returns where the stack answers.
-pub async fn start(
-    dir: &Path,
-    kafka_port: u16,
-    http_port: u16,
-    tcp_port: u16,
-) -> anyhow::Result<Endpoints> {
+pub async fn start(dir: &Path, ports: Ports) -> anyhow::Result<Endpoints> {
+    let Ports {
+        kafka_port,
+        clickhouse_http_port: http_port,
+        clickhouse_tcp_port: tcp_port,
+    } = ports;
     let tansu = install::ensure_tansu()?;
     let lib = install::ensure_chdb()?;
     std::fs::create_dir_all(dir.join("broker"))?;

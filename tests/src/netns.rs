@@ -336,9 +336,7 @@ impl NodeTopology {
             )?;
         }
 
-        let mut nft = Command::new("ip");
-        nft.args(["netns", "exec", node, "nft", "-f", "-"]);
-        run(nft, Some(&nft_ruleset()))?;
+        nft_apply(node, &nft_ruleset())?;
         Ok(())
     }
 
@@ -486,6 +484,25 @@ pub(crate) fn sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
         read_back.trim()
     );
     Ok(())
+}
+
+/// Loads an nftables ruleset into namespace `ns`.
+pub(crate) fn nft_apply(ns: &str, ruleset: &str) -> anyhow::Result<()> {
+    let mut nft = Command::new("ip");
+    nft.args(["netns", "exec", ns, "nft", "-f", "-"]);
+    run(nft, Some(ruleset)).map(drop)
+}
+
+/// The names of the network namespaces that exist (`ip netns list`, without ids).
+pub fn names() -> Vec<String> {
+    std::fs::read_dir(NETNS_DIR)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) fn ip(args: &[&str]) -> Command {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use netmeter_tests::Stack;
 use netmeter_tests::kernel::KernelCounters;
 use netmeter_tests::ledger::{self, Key, Ledger};
-use netmeter_tests::minicluster::{MiniCluster, NODES};
+use netmeter_tests::minicluster::MiniCluster;
 use netmeter_tests::pipeline::{self, Pipeline, Settings};
 use netmeter_tests::report;
 use netmeter_tests::traffic::{self, Traffic};
@@ -45,11 +45,7 @@ async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_directio
     let stack = Stack::start().await.unwrap();
     let cluster = MiniCluster::create().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<(String, String)> = NODES
-        .iter()
-        .map(|n| (n.name.to_string(), cluster.node_ns(n.name)))
-        .collect();
-    let kernel = KernelCounters::start(&nodes, dir.path()).unwrap();
+    let kernel = KernelCounters::start(&cluster.node_namespaces(), dir.path()).unwrap();
     let settings = Settings {
         cluster: CLUSTER.into(),
         ..Settings::default()

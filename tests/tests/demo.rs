@@ -12,17 +12,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netmeter_tests::process::signal;
-use netmeter_tests::{free_port, local_stack, workspace_bin};
+use netmeter_tests::{free_port, local_stack, netns, workspace_bin};
 
-fn netns_list() -> String {
-    String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
+/// Whether any network namespace's name starts with `prefix`.
+fn namespaces_named(prefix: &str) -> bool {
+    netns::names().iter().any(|n| n.starts_with(prefix))
 }
 
 /// `netmeter-demo` on free ports with its data in `dir`.
@@ -74,7 +68,7 @@ fn e2e_demo_keep_leaves_the_metered_cluster_running_and_stop_ends_everything() {
         assert!(stdout.contains(expected), "no {expected:?} in the output");
     }
     let prefix = cluster_prefix(&stdout);
-    assert!(netns_list().contains(&prefix), "the cluster was not kept");
+    assert!(namespaces_named(&prefix), "the cluster was not kept");
     assert!(
         local_stack::is_running(dir.path()),
         "the stack was not kept"
@@ -97,7 +91,7 @@ fn e2e_demo_keep_leaves_the_metered_cluster_running_and_stop_ends_everything() {
         "{}",
         String::from_utf8_lossy(&stop.stderr)
     );
-    assert!(!netns_list().contains(&prefix), "namespaces left behind");
+    assert!(!namespaces_named(&prefix), "namespaces left behind");
     assert!(!local_stack::is_running(dir.path()), "the stack still runs");
     let (status, _) =
         netmeter_tests::service::http_get(metrics_port, "/metrics").unwrap_or((0, String::new()));
@@ -127,7 +121,7 @@ fn e2e_demo_ctrl_c_in_the_middle_cleans_up_everything_the_run_started() {
         assert!(Instant::now() < deadline, "{output}");
     }
     let prefix = cluster_prefix(&output);
-    assert!(netns_list().contains(&prefix));
+    assert!(namespaces_named(&prefix));
     let children = child_pids(pid);
     assert!(
         children.len() >= 6,
@@ -140,7 +134,7 @@ fn e2e_demo_ctrl_c_in_the_middle_cleans_up_everything_the_run_started() {
     }
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{output}");
-    assert!(!netns_list().contains(&prefix), "namespaces left behind");
+    assert!(!namespaces_named(&prefix), "namespaces left behind");
     assert!(!local_stack::is_running(dir.path()), "the stack still runs");
     for pid in children {
         assert!(

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use netmeter_proto::{DEAD_LETTER_REASON_HEADER, Schema};
 use netmeter_tests::kernel::KernelCounters;
-use netmeter_tests::minicluster::{self, CHECKOUT, DB, FRONTEND, MiniCluster, NODES, SEARCH};
+use netmeter_tests::minicluster::{
+    self, CHECKOUT, DB, FRONTEND, MiniCluster, NODES, SEARCH, Workload,
+};
 use netmeter_tests::pipeline::{self, Pipeline, REJOIN_AFTER_KILL, Settings};
 use netmeter_tests::records::{TestProducer, TopicReader, batch, delta, now_ms};
 use netmeter_tests::stack::PARTITIONS;
@@ -115,6 +117,24 @@ fn flow(label: &'static str, from: Source, to: Target, bytes: u64) -> Flow {
     }
 }
 
+/// frontend -> `holder` and `holder` -> db: the traffic around the reused address.
+fn around(holder: Workload, labels: [&'static str; 2]) -> [Flow; 2] {
+    [
+        flow(
+            labels[0],
+            Source::Workload(FRONTEND),
+            Target::Pod(holder, 0),
+            256 << 10,
+        ),
+        flow(
+            labels[1],
+            Source::Workload(holder),
+            Target::Pod(DB, 0),
+            512 << 10,
+        ),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
     let started = Instant::now();
@@ -122,11 +142,7 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
     let cluster = MiniCluster::create().unwrap();
     let dir = std::env::temp_dir().join(format!("netmeter-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let nodes: Vec<(String, String)> = NODES
-        .iter()
-        .map(|n| (n.name.to_string(), cluster.node_ns(n.name)))
-        .collect();
-    let kernel = KernelCounters::start(&nodes, &dir).unwrap();
+    let kernel = KernelCounters::start(&cluster.node_namespaces(), &dir).unwrap();
     let settings = Settings {
         cluster: CLUSTER.into(),
         ..Settings::default()
@@ -285,20 +301,13 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
     }
 
     // 6. checkout's pod is deleted and its IP reused by a pod of another workload.
-    let before = [
-        flow(
+    let before = around(
+        CHECKOUT,
+        [
             "frontend -> checkout (before reuse)",
-            Source::Workload(FRONTEND),
-            Target::Pod(CHECKOUT, 0),
-            256 << 10,
-        ),
-        flow(
             "checkout -> db (before reuse)",
-            Source::Workload(CHECKOUT),
-            Target::Pod(DB, 0),
-            512 << 10,
-        ),
-    ];
+        ],
+    );
     run.drive(&before);
     run.cluster
         .replace_pod(
@@ -312,20 +321,13 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
         .unwrap();
     run.say("checkout's pod deleted, its IP now held by search");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = [
-        flow(
+    let after = around(
+        SEARCH,
+        [
             "frontend -> search (the reused IP)",
-            Source::Workload(FRONTEND),
-            Target::Pod(SEARCH, 0),
-            128 << 10,
-        ),
-        flow(
             "search -> db (the reused IP)",
-            Source::Workload(SEARCH),
-            Target::Pod(DB, 0),
-            384 << 10,
-        ),
-    ];
+        ],
+    );
     run.drive(&after);
     run.exact("an IP reused by another workload").await;
 

@@ -8,9 +8,9 @@ use std::process::Command;
 
 use netmeter_tests::kernel::KernelCounters;
 use netmeter_tests::kube_api::Resource;
-use netmeter_tests::ledger;
-use netmeter_tests::minicluster::{self, MiniCluster, NODES};
+use netmeter_tests::minicluster::{self, MiniCluster};
 use netmeter_tests::traffic::{self, Traffic};
+use netmeter_tests::{ledger, netns};
 
 fn root_links() -> String {
     let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
@@ -18,15 +18,9 @@ fn root_links() -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn netns_list() -> String {
-    String::from_utf8(
-        Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
+/// Whether any network namespace's name starts with `prefix`.
+fn namespaces_named(prefix: &str) -> bool {
+    netns::names().iter().any(|n| n.starts_with(prefix))
 }
 
 #[test]
@@ -35,9 +29,9 @@ fn every_flow_crosses_the_kernel_and_each_node_counts_its_own_connections() {
     let cluster = MiniCluster::create().unwrap();
     let names = cluster.namespace_names();
     assert_eq!(names.len(), 3 + 3 + 7, "router, 2 hosts, 3 nodes, 7 pods");
-    let listed = netns_list();
+    let listed = netns::names();
     for name in &names {
-        assert!(listed.contains(name.as_str()), "{name} missing");
+        assert!(listed.contains(name), "{name} missing");
     }
     assert_eq!(
         root_links(),
@@ -56,11 +50,7 @@ fn every_flow_crosses_the_kernel_and_each_node_counts_its_own_connections() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<(String, String)> = NODES
-        .iter()
-        .map(|n| (n.name.to_string(), cluster.node_ns(n.name)))
-        .collect();
-    let kernel = KernelCounters::start(&nodes, dir.path()).unwrap();
+    let kernel = KernelCounters::start(&cluster.node_namespaces(), dir.path()).unwrap();
     let mut traffic = Traffic::start(&cluster).unwrap();
     traffic.run(&cluster, &traffic::matrix(), |_| {}).unwrap();
     assert_eq!(traffic.server_errors(), Vec::<String>::new());
@@ -113,6 +103,6 @@ fn every_flow_crosses_the_kernel_and_each_node_counts_its_own_connections() {
     let prefix = cluster.prefix().to_string();
     drop(traffic);
     cluster.delete().unwrap();
-    assert!(!netns_list().contains(&prefix), "namespaces left behind");
+    assert!(!namespaces_named(&prefix), "namespaces left behind");
     assert_eq!(root_links(), links_before);
 }

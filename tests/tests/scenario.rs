@@ -150,11 +150,7 @@ async fn e2e_two_pods_in_different_zones_exchange_10_mb_priced_inter_zone_both_w
     let stack = Stack::start().await.unwrap();
     let cluster = MiniCluster::create().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<(String, String)> = NODES
-        .iter()
-        .map(|n| (n.name.to_string(), cluster.node_ns(n.name)))
-        .collect();
-    let kernel = KernelCounters::start(&nodes, dir.path()).unwrap();
+    let kernel = KernelCounters::start(&cluster.node_namespaces(), dir.path()).unwrap();
     let netmeter = netmeter_in_process(&stack, &cluster, dir.path()).await;
 
     // when checkout (us-east-1a, node-a2) sends 10 MB to db-0 (us-east-1b, node-b1), which

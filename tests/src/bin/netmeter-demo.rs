@@ -45,13 +45,8 @@ struct Cli {
     /// Data, logs and state of the local stack and the demo.
     #[arg(long, env = "NETMETER_STACK_DIR", default_value = ".stack")]
     dir: PathBuf,
-    /// Ports of the local stack (as for `netmeter-stack start`).
-    #[arg(long, env = "NETMETER_KAFKA_PORT", default_value_t = 9092)]
-    kafka_port: u16,
-    #[arg(long, env = "NETMETER_CLICKHOUSE_HTTP_PORT", default_value_t = 8123)]
-    clickhouse_http_port: u16,
-    #[arg(long, env = "NETMETER_CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
-    clickhouse_tcp_port: u16,
+    #[command(flatten)]
+    ports: local_stack::Ports,
     /// Internal: run as the background process that holds a --keep demo.
     #[arg(long, hide = true)]
     hold: bool,
@@ -153,15 +148,7 @@ fn run_in_background(cli: &Cli) -> anyhow::Result<()> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args(["--keep", "--hold", "--rounds", &cli.rounds.to_string()])
-        .args(["--kafka-port", &cli.kafka_port.to_string()])
-        .args([
-            "--clickhouse-http-port",
-            &cli.clickhouse_http_port.to_string(),
-        ])
-        .args([
-            "--clickhouse-tcp-port",
-            &cli.clickhouse_tcp_port.to_string(),
-        ])
+        .args(cli.ports.args())
         .arg("--dir")
         .arg(&cli.dir);
     let mut holder = ManagedProcess::spawn("netmeter-demo", command, &log, Lifetime::Detached)?;
@@ -256,12 +243,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "local stack: Kafka-protocol broker (tansu) and ClickHouse 26.7",
     );
     let already_running = local_stack::is_running(&cli.dir);
-    let endpoints = runtime.block_on(local_stack::start(
-        &cli.dir,
-        cli.kafka_port,
-        cli.clickhouse_http_port,
-        cli.clickhouse_tcp_port,
-    ))?;
+    let endpoints = runtime.block_on(local_stack::start(&cli.dir, cli.ports))?;
     let _stack = StackGuard {
         dir: &cli.dir,
         stop: !already_running && !cli.keep,
@@ -286,11 +268,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     interrupt::check()?;
 
     progress.step(3, "netmeter: 3 collectors, 2 attributors, the sink");
-    let nodes: Vec<(String, String)> = NODES
-        .iter()
-        .map(|n| (n.name.to_string(), cluster.node_ns(n.name)))
-        .collect();
-    let kernel = KernelCounters::start(&nodes, &dir)?;
+    let kernel = KernelCounters::start(&cluster.node_namespaces(), &dir)?;
     let settings = Settings {
         cluster: CLUSTER.into(),
         ..Settings::default()

@@ -37,12 +37,8 @@ enum Cmd {
     Start {
         #[command(flatten)]
         at: Where,
-        #[arg(long, env = "NETMETER_KAFKA_PORT", default_value_t = 9092)]
-        kafka_port: u16,
-        #[arg(long, env = "NETMETER_CLICKHOUSE_HTTP_PORT", default_value_t = 8123)]
-        clickhouse_http_port: u16,
-        #[arg(long, env = "NETMETER_CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
-        clickhouse_tcp_port: u16,
+        #[command(flatten)]
+        ports: local_stack::Ports,
     },
     /// Show what runs; exit code 0 only if everything does.
     Status {
@@ -74,23 +70,11 @@ fn main() -> ExitCode {
         Cmd::Install => install::ensure_tansu()
             .and(install::ensure_chdb())
             .map(|_| ExitCode::SUCCESS),
-        Cmd::Start {
-            at,
-            kafka_port,
-            clickhouse_http_port,
-            clickhouse_tcp_port,
-        } => tokio::runtime::Builder::new_current_thread()
+        Cmd::Start { at, ports } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| {
-                runtime.block_on(local_stack::start(
-                    &at.dir,
-                    kafka_port,
-                    clickhouse_http_port,
-                    clickhouse_tcp_port,
-                ))
-            })
+            .and_then(|runtime| runtime.block_on(local_stack::start(&at.dir, ports)))
             .map(|_| ExitCode::SUCCESS),
         Cmd::Status { at } => Ok(local_stack::status(&at.dir)),
         Cmd::Stop { at } => local_stack::stop(&at.dir).map(|_| ExitCode::SUCCESS),

@@ -112,6 +112,16 @@ pub struct Workload {
     pub name: &'static str,
 }
 
+impl Workload {
+    pub const fn new(namespace: &'static str, kind: &'static str, name: &'static str) -> Self {
+        Workload {
+            namespace,
+            kind,
+            name,
+        }
+    }
+}
+
 /// The object that controls a pod directly.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Controller {
@@ -161,48 +171,16 @@ impl PodSpec {
 const SHOP: &str = "shop";
 const OBSERVABILITY: &str = "observability";
 
-pub const FRONTEND: Workload = Workload {
-    namespace: SHOP,
-    kind: "Deployment",
-    name: "frontend",
-};
-pub const CART: Workload = Workload {
-    namespace: SHOP,
-    kind: "Deployment",
-    name: "cart",
-};
-pub const CHECKOUT: Workload = Workload {
-    namespace: SHOP,
-    kind: "Deployment",
-    name: "checkout",
-};
+pub const FRONTEND: Workload = Workload::new(SHOP, "Deployment", "frontend");
+pub const CART: Workload = Workload::new(SHOP, "Deployment", "cart");
+pub const CHECKOUT: Workload = Workload::new(SHOP, "Deployment", "checkout");
 /// The workload that takes over checkout's address in the IP-reuse fault.
-pub const SEARCH: Workload = Workload {
-    namespace: SHOP,
-    kind: "Deployment",
-    name: "search",
-};
-pub const DB: Workload = Workload {
-    namespace: SHOP,
-    kind: "StatefulSet",
-    name: "db",
-};
-pub const REPORT: Workload = Workload {
-    namespace: SHOP,
-    kind: "CronJob",
-    name: "report",
-};
-pub const LOGS: Workload = Workload {
-    namespace: OBSERVABILITY,
-    kind: "StatefulSet",
-    name: "logs",
-};
+pub const SEARCH: Workload = Workload::new(SHOP, "Deployment", "search");
+pub const DB: Workload = Workload::new(SHOP, "StatefulSet", "db");
+pub const REPORT: Workload = Workload::new(SHOP, "CronJob", "report");
+pub const LOGS: Workload = Workload::new(OBSERVABILITY, "StatefulSet", "logs");
 /// The hostNetwork DaemonSet: its pods share their node's address and namespace.
-pub const LOG_AGENT: Workload = Workload {
-    namespace: OBSERVABILITY,
-    kind: "DaemonSet",
-    name: "log-agent",
-};
+pub const LOG_AGENT: Workload = Workload::new(OBSERVABILITY, "DaemonSet", "log-agent");
 
 /// The pods the cluster starts with.
 pub fn initial_pods() -> Vec<PodSpec> {
@@ -372,6 +350,14 @@ impl MiniCluster {
     /// pods are).
     pub fn node_ns(&self, node: &str) -> String {
         self.namespaces.name(node)
+    }
+
+    /// Every node's name with its namespace's.
+    pub fn node_namespaces(&self) -> Vec<(String, String)> {
+        NODES
+            .iter()
+            .map(|n| (n.name.to_string(), self.node_ns(n.name)))
+            .collect()
     }
 
     /// `/run/netns/<node namespace>`: what the collector's `--netns` takes.

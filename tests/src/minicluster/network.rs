@@ -4,7 +4,6 @@
 //! namespace.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 
 use anyhow::Context;
 
@@ -12,7 +11,7 @@ use super::{
     CART, CART_PORT, CART_TARGET_PORT, CART_VIP, INTERNET_HOST, NODES, NodeSpec, PodSpec, S3_HOST,
     ZONES, initial_pods, node_spec,
 };
-use crate::netns::{Namespaces, ip, run, sysctl};
+use crate::netns::{Namespaces, ip, nft_apply, run, sysctl};
 
 pub(super) const ROUTER_ROLE: &str = "router";
 pub(super) const INTERNET_ROLE: &str = "internet";
@@ -135,38 +134,7 @@ fn build_node(namespaces: &mut Namespaces, router: &str, node: &NodeSpec) -> any
     )?;
     ipn(router, &["link", "set", &uplink, "master", &bridge])?;
     ipn(router, &["link", "set", &uplink, "up"])?;
-    ipn(
-        &ns,
-        &["addr", "add", &format!("{}/24", node.ip), "dev", "eth0"],
-    )?;
-    ipn(
-        &ns,
-        &[
-            "addr",
-            "add",
-            &format!("{}/64", node.ip6),
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    )?;
-    ipn(&ns, &["link", "set", "eth0", "up"])?;
-    let (gateway4, gateway6) = zone_gateway(node.zone);
-    ipn(
-        &ns,
-        &["route", "add", "default", "via", &gateway4.to_string()],
-    )?;
-    ipn(
-        &ns,
-        &[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &gateway6.to_string(),
-        ],
-    )?;
+    address_eth0(&ns, node.ip, node.ip6, zone_gateway(node.zone))?;
 
     // The CNI bridge: the pods' gateway.
     let (pods4, pods6) = pod_gateway(node);
@@ -199,9 +167,7 @@ fn build_node(namespaces: &mut Namespaces, router: &str, node: &NodeSpec) -> any
         &["-6", "route", "add", &net6, "via", &node.ip6.to_string()],
     )?;
 
-    let mut nft = Command::new("ip");
-    nft.args(["netns", "exec", &ns, "nft", "-f", "-"]);
-    run(nft, Some(&node_ruleset()))?;
+    nft_apply(&ns, &node_ruleset())?;
     Ok(())
 }
 
@@ -255,6 +221,26 @@ fn node_ruleset() -> String {
     )
 }
 
+/// Gives `eth0` of `ns` its addresses (a /24 and a /64), brings it up, and routes everything
+/// else through `gateway`.
+fn address_eth0(
+    ns: &str,
+    v4: Ipv4Addr,
+    v6: Ipv6Addr,
+    (gateway4, gateway6): (Ipv4Addr, Ipv6Addr),
+) -> anyhow::Result<()> {
+    let (v4, v6) = (format!("{v4}/24"), format!("{v6}/64"));
+    ipn(ns, &["addr", "add", &v4, "dev", "eth0"])?;
+    ipn(ns, &["addr", "add", &v6, "dev", "eth0", "nodad"])?;
+    ipn(ns, &["link", "set", "eth0", "up"])?;
+    ipn(
+        ns,
+        &["route", "add", "default", "via", &gateway4.to_string()],
+    )?;
+    let gateway6 = gateway6.to_string();
+    ipn(ns, &["-6", "route", "add", "default", "via", &gateway6])
+}
+
 /// Unplugs a pod from its node's bridge and deletes its namespace. The link goes first: a
 /// socket still open inside the namespace keeps it (and so the link) alive after the delete.
 pub(super) fn remove_pod(namespaces: &mut Namespaces, pod: &PodSpec) -> anyhow::Result<()> {
@@ -281,37 +267,6 @@ pub(super) fn add_pod(namespaces: &mut Namespaces, pod: &PodSpec) -> anyhow::Res
     )?;
     ipn(&node_ns, &["link", "set", &veth, "master", "br0"])?;
     ipn(&node_ns, &["link", "set", &veth, "up"])?;
-    ipn(
-        &ns,
-        &["addr", "add", &format!("{}/24", pod.ip()), "dev", "eth0"],
-    )?;
-    ipn(
-        &ns,
-        &[
-            "addr",
-            "add",
-            &format!("{}/64", pod.ip6()),
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    )?;
-    ipn(&ns, &["link", "set", "eth0", "up"])?;
-    let (gateway4, gateway6) = pod_gateway(node);
-    ipn(
-        &ns,
-        &["route", "add", "default", "via", &gateway4.to_string()],
-    )?;
-    ipn(
-        &ns,
-        &[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &gateway6.to_string(),
-        ],
-    )?;
+    address_eth0(&ns, pod.ip(), pod.ip6(), pod_gateway(node))?;
     Ok(ns)
 }
