@@ -246,7 +246,7 @@ mod tests {
         };
         assert_eq!(
             render(&table),
-            "  class            sent   cost usd\n  ----------  --------  ---------\n  \
+            "  class           sent   cost usd\n  ----------  --------  ---------\n  \
              INTER_ZONE  3.00 MiB  $0.000300\n  INTRA_NODE      10 B  $0.000000\n"
         );
     }
