@@ -14,7 +14,13 @@ use rdkafka::types::RDKafkaErrorCode;
 
 /// The command that runs a broker on 127.0.0.1:`port`, storing data in `data_dir`.
 pub fn command(tansu: &Path, data_dir: &Path, port: u16) -> Command {
+    command_advertising(tansu, data_dir, port, port)
+}
+
+/// [`command`] telling clients to connect to `advertised` (a proxy in front of it) instead.
+pub fn command_advertising(tansu: &Path, data_dir: &Path, port: u16, advertised: u16) -> Command {
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = format!("tcp://127.0.0.1:{advertised}");
     let mut command = Command::new(tansu);
     // tansu resolves the SQLite path against its working directory, even when written absolute.
     command.current_dir(data_dir).args([
@@ -22,7 +28,7 @@ pub fn command(tansu: &Path, data_dir: &Path, port: u16) -> Command {
         "--listener-url",
         &url,
         "--advertised-listener-url",
-        &url,
+        &advertised,
         "--storage-engine",
         "sqlite://tansu.db",
         "--silent",

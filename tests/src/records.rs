@@ -88,9 +88,15 @@ pub struct TestProducer(FutureProducer);
 
 impl TestProducer {
     pub fn new(bootstrap: &str) -> anyhow::Result<TestProducer> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", bootstrap);
+        Self::with_config(config)
+    }
+
+    /// A producer with the connection settings of `config` (TLS, SASL, ...).
+    pub fn with_config(mut config: ClientConfig) -> anyhow::Result<TestProducer> {
         Ok(TestProducer(
-            ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
+            config
                 .set("message.timeout.ms", "30000")
                 .set("compression.type", "zstd")
                 .create()?,

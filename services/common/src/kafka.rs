@@ -374,7 +374,11 @@ pub async fn wait_for_topics(
         let (consumer, topics) = (consumer.clone(), topics.clone());
         async move {
             tokio::task::spawn_blocking(move || {
-                check_topics(consumer.client(), &topics, Duration::from_secs(5))
+                let checked = check_topics(consumer.client(), &topics, Duration::from_secs(5));
+                // Serves librdkafka's queued logs and errors, so why the brokers did not
+                // answer (e.g. "SASL authentication error: ... invalid-proof") is logged too.
+                let _ = consumer.poll(Duration::ZERO);
+                checked
             })
             .await
             .map_err(anyhow::Error::from)

@@ -23,7 +23,13 @@ where
 {
     let mut delay = FIRST_DELAY;
     loop {
-        match attempt().await {
+        // An attempt can take seconds (a metadata request to unreachable brokers): shutdown
+        // must not wait for it.
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            result = attempt() => result,
+        };
+        match result {
             Ok(value) => return Some(value),
             Err(err) => tracing::warn!(error = %err, retry_in = ?delay, "{what} is not ready"),
         }
