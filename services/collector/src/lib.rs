@@ -38,9 +38,52 @@ use crate::state::{StateDir, TableIdentity};
 /// Runs the collector until `ctx.shutdown` is cancelled.
 pub async fn run(config: Config, ctx: ServiceContext) -> anyhow::Result<()> {
     tracing::info!(node = %config.node_name, interval = ?config.interval, output = ?config.output, mode = ?config.dump_mode, "collector configured");
+    if !wait_for_accounting(&config, &ctx).await? {
+        return Ok(());
+    }
     match config.output {
         Output::Stdout => write_stdout(config, ctx).await,
         Output::Kafka => publish_to_kafka(config, ctx).await,
+    }
+}
+
+/// How often accounting is checked again while it is off.
+const ACCOUNTING_RECHECK: Duration = Duration::from_secs(5);
+
+/// Conntrack without accounting (`nf_conntrack_acct=0`) has no byte counters. Rather than exit
+/// (and crash-loop), the collector waits, not ready, with
+/// `netmeter_collector_conntrack_accounting` at 0 and one log line saying how to fix it, and
+/// starts as soon as accounting is on (`--enable-acct` switches it on itself). False if
+/// shutdown came first.
+async fn wait_for_accounting(config: &Config, ctx: &ServiceContext) -> anyhow::Result<bool> {
+    let mut waiting = false;
+    loop {
+        let (netns, enable) = (config.netns.clone(), config.enable_acct);
+        let checked = tokio::task::spawn_blocking(move || {
+            conntrack::netlink::ensure_accounting(netns.as_deref(), enable)
+        })
+        .await?;
+        match checked {
+            Ok(()) => {
+                metrics::gauge!("netmeter_collector_conntrack_accounting").set(1.0);
+                if waiting {
+                    tracing::info!("conntrack accounting is on now; starting");
+                }
+                return Ok(true);
+            }
+            Err(error @ conntrack::netlink::NetlinkError::AccountingOff(_)) => {
+                metrics::gauge!("netmeter_collector_conntrack_accounting").set(0.0);
+                if !waiting {
+                    tracing::error!(%error, recheck = ?ACCOUNTING_RECHECK, "not ready until conntrack accounting is on");
+                    waiting = true;
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(ACCOUNTING_RECHECK) => {}
+        }
     }
 }
 

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use netmeter_tests::Stack;
 use netmeter_tests::netns::NodeTopology;
-use netmeter_tests::service::{check_config_error, check_lifecycle};
+use netmeter_tests::service::{RunningService, check_config_error, check_lifecycle};
+use netmeter_tests::stack::Endpoints;
 
 const BIN: &str = env!("CARGO_BIN_EXE_netmeter-collector");
 
@@ -49,7 +50,7 @@ fn bad_configuration_exits_2_with_one_line() {
 }
 
 #[test]
-fn refuses_to_run_without_conntrack_accounting_and_can_switch_it_on() {
+fn waits_for_conntrack_accounting_and_can_switch_it_on() {
     let topology = NodeTopology::create().unwrap();
     let node = topology.node_ns_name();
     let acct = |value: Option<&str>| {
@@ -83,13 +84,43 @@ fn refuses_to_run_without_conntrack_accounting_and_can_switch_it_on() {
         "--log-format=pretty",
         &netns,
     ];
-    let output = std::process::Command::new(BIN).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // Accounting off: the collector waits, not ready, says why, and exports the fact.
+    let mut waiting = RunningService::launch(
+        Path::new(BIN),
+        &Endpoints {
+            kafka_bootstrap: "127.0.0.1:9".into(),
+            clickhouse_url: String::new(),
+        },
+        &args[..2],
+        &[(
+            "NETMETER_NETNS",
+            &topology.node_ns_path().display().to_string(),
+        )],
+        None,
+    )
+    .unwrap();
+    const ACCOUNTING: &str = "netmeter_collector_conntrack_accounting";
     assert!(
-        stderr.contains("conntrack accounting is off") && stderr.contains("--enable-acct"),
-        "{stderr}"
+        netmeter_tests::wait_until(std::time::Duration::from_secs(10), || waiting
+            .metric(ACCOUNTING)
+            == Some(0.0)),
+        "{}",
+        waiting.process.log_tail()
     );
+    assert_eq!(waiting.get("/readyz").unwrap().0, 503);
+    let log = waiting.process.log_tail();
+    assert!(
+        log.contains("conntrack accounting is off") && log.contains("--enable-acct"),
+        "{log}"
+    );
+    // Switched on by someone else: it starts by itself.
+    acct(Some("1"));
+    waiting
+        .wait_ready(std::time::Duration::from_secs(15))
+        .unwrap();
+    assert_eq!(waiting.metric(ACCOUNTING), Some(1.0));
+    drop(waiting);
+    acct(Some("0"));
 
     let mut with_flag = std::process::Command::new(BIN)
         .args(args)
