@@ -26,6 +26,27 @@ pub struct ServiceArgs {
     /// On SIGTERM, how long in-flight work may take before the process exits anyway.
     #[arg(long = "shutdown-timeout", env = "NETMETER_SHUTDOWN_TIMEOUT", default_value = "4s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Check the flags, env vars and files (rules, CA) as at start, print `configuration ok`
+    /// and exit 0 (invalid: exit 2); connects to nothing.
+    // A flag only, without an env var: a variable left set would keep the service from running.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+}
+
+impl ServiceArgs {
+    /// With `--check-config`, after the service validated its configuration: checks what
+    /// [`run_service`] would check before connecting (the log filter), prints one line and
+    /// returns the exit code; `None` when the service should run.
+    pub fn check_config_exit(&self) -> Option<ExitCode> {
+        if !self.check_config {
+            return None;
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            crate::ConfigError::invalid("--log-level", "NETMETER_LOG", err).exit();
+        }
+        println!("configuration ok");
+        Some(ExitCode::SUCCESS)
+    }
 }
 
 /// What a running service gets from its host: when to stop, and where to report readiness.

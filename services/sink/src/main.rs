@@ -7,6 +7,10 @@ fn main() -> ExitCode {
     let mut args: Args = netmeter_common::parse_args();
     let command = args.command.take();
     let config = args.validate().unwrap_or_else(|e| e.exit());
+    // Also for `migrate` and `ddl`: they run with the service's configuration.
+    if let Some(code) = config.service.check_config_exit() {
+        return code;
+    }
     let topic = config.kafka.topic(Schema::FlowsV1.tag());
     match command {
         None => netmeter_common::run_service("sink", config.service.clone(), |ctx| {

@@ -1,5 +1,6 @@
 //! The local stack, one command: a real Kafka-protocol broker (tansu) and a real ClickHouse
 //! (26.7, libchdb) on 127.0.0.1, installed on first use, data under `--dir` (`.stack/`).
+//! `install` also puts helm and kubectl into the cache, for the chart's tests.
 //!
 //!   netmeter-stack install | start | status | stop
 //!
@@ -31,7 +32,7 @@ struct Where {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install tansu and libchdb into the cache if missing.
+    /// Install tansu, libchdb, helm and kubectl into the cache if missing.
     Install,
     /// Start whatever is not running (installs first if needed).
     Start {
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Install => install::ensure_tansu()
             .and(install::ensure_chdb())
+            .and(install::ensure_kube_tools())
             .map(|_| ExitCode::SUCCESS),
         Cmd::Start { at, ports } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
