@@ -10,6 +10,7 @@
 //! - [`cluster`]: Kubernetes objects (nodes, pods with owner chains, Services) for [`kube_api`].
 //! - [`records`]: raw batches to feed a pipeline, and its output read back.
 //! - [`service`]: runs a netmeter binary against a stack and checks its HTTP endpoint.
+//! - [`secure_broker`]: a broker that requires TLS and SASL/SCRAM, like managed Kafka.
 //! - [`kube_api`]: an in-process Kubernetes API server (list/watch, 410s, outages) for kube-rs.
 //! - [`netns`]: a simulated Kubernetes node in network namespaces, traffic, and a reference
 //!   conntrack reader.
@@ -18,6 +19,7 @@
 //! - [`pipeline`]: collectors, attributors and the sink running on a mini-cluster.
 //! - [`kernel`]: the kernel's own counters of every connection (the `conntrack` tool), and
 //!   [`ledger`]: what ClickHouse must hold for them, and what it holds.
+//! - [`prometheus`]: the real Prometheus scraping services, PromQL queries, `promtool check metrics`.
 
 pub mod bench;
 pub mod broker;
@@ -33,8 +35,10 @@ pub mod minicluster;
 pub mod netns;
 pub mod pipeline;
 pub mod process;
+pub mod prometheus;
 pub mod records;
 pub mod report;
+pub mod secure_broker;
 pub mod service;
 pub mod stack;
 pub mod traffic;

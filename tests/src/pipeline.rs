@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::Stack;
+use crate::kernel::KernelCounters;
 use crate::minicluster::{CLOUD, MiniCluster, NODES, REGION};
 use crate::service::RunningService;
 use crate::stack::Endpoints;
@@ -265,5 +267,36 @@ impl Launcher {
             String::from_utf8_lossy(&output.stderr)
         );
         serde_json::from_str(stdout.trim()).with_context(|| format!("replay printed {stdout:?}"))
+    }
+}
+
+/// What every end-to-end test starts from: a private stack, the mini-cluster, the kernel's
+/// counters of its nodes, and the pipeline writing records of `cluster_name`.
+pub struct Metered {
+    pub stack: Stack,
+    pub cluster: MiniCluster,
+    pub kernel: KernelCounters,
+    pub pipeline: Pipeline,
+}
+
+impl Metered {
+    /// Starts it all; logs, state and the kernel's event files go under `dir`.
+    pub async fn start(cluster_name: &str, dir: &Path) -> anyhow::Result<Metered> {
+        let stack = Stack::start().await?;
+        let cluster = MiniCluster::create()?;
+        let kernel = KernelCounters::start(&cluster.node_namespaces(), dir)?;
+        let settings = Settings {
+            cluster: cluster_name.into(),
+            ..Settings::default()
+        };
+        let pipeline = Pipeline::start(&stack.endpoints(), &cluster, dir, settings, &mut |s| {
+            eprintln!("{s}")
+        })?;
+        Ok(Metered {
+            stack,
+            cluster,
+            kernel,
+            pipeline,
+        })
     }
 }

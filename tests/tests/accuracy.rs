@@ -8,11 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use netmeter_tests::Stack;
-use netmeter_tests::kernel::KernelCounters;
 use netmeter_tests::ledger::{self, Key, Ledger};
-use netmeter_tests::minicluster::MiniCluster;
-use netmeter_tests::pipeline::{self, Pipeline, Settings};
+use netmeter_tests::pipeline::{self, Metered};
 use netmeter_tests::report;
 use netmeter_tests::traffic::{self, Traffic};
 
@@ -42,22 +39,13 @@ fn line<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_direction_and_class() {
-    let stack = Stack::start().await.unwrap();
-    let cluster = MiniCluster::create().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kernel = KernelCounters::start(&cluster.node_namespaces(), dir.path()).unwrap();
-    let settings = Settings {
-        cluster: CLUSTER.into(),
-        ..Settings::default()
-    };
-    let pipeline = Pipeline::start(
-        &stack.endpoints(),
-        &cluster,
-        dir.path(),
-        settings,
-        &mut |s| eprintln!("{s}"),
-    )
-    .unwrap();
+    let Metered {
+        stack: _stack,
+        cluster,
+        kernel,
+        pipeline,
+    } = Metered::start(CLUSTER, dir.path()).await.unwrap();
     let mut traffic = Traffic::start(&cluster).unwrap();
     for _ in 0..2 {
         traffic.run(&cluster, &traffic::matrix(), |_| {}).unwrap();

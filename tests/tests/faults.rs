@@ -24,7 +24,7 @@ use netmeter_tests::kernel::KernelCounters;
 use netmeter_tests::minicluster::{
     self, CHECKOUT, DB, FRONTEND, MiniCluster, NODES, SEARCH, Workload,
 };
-use netmeter_tests::pipeline::{self, Pipeline, REJOIN_AFTER_KILL, Settings};
+use netmeter_tests::pipeline::{self, Metered, Pipeline, REJOIN_AFTER_KILL};
 use netmeter_tests::records::{TestProducer, TopicReader, batch, delta, now_ms};
 use netmeter_tests::stack::PARTITIONS;
 use netmeter_tests::traffic::{self, Flow, Load, Source, Target, Traffic};
@@ -138,19 +138,14 @@ fn around(holder: Workload, labels: [&'static str; 2]) -> [Flow; 2] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
     let started = Instant::now();
-    let stack = Stack::start().await.unwrap();
-    let cluster = MiniCluster::create().unwrap();
     let dir = std::env::temp_dir().join(format!("netmeter-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kernel = KernelCounters::start(&cluster.node_namespaces(), &dir).unwrap();
-    let settings = Settings {
-        cluster: CLUSTER.into(),
-        ..Settings::default()
-    };
-    let pipeline = Pipeline::start(&stack.endpoints(), &cluster, &dir, settings, &mut |s| {
-        println!("{s}")
-    })
-    .unwrap();
+    let Metered {
+        stack,
+        cluster,
+        kernel,
+        pipeline,
+    } = Metered::start(CLUSTER, &dir).await.unwrap();
     let traffic = Traffic::start(&cluster).unwrap();
     let mut run = Run {
         stack,

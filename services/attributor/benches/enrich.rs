@@ -12,7 +12,7 @@
 //! Knobs: `NETMETER_BENCH_PARTS` (`enrich,kafka`), `NETMETER_BENCH_BATCHES` (part 1, default
 //! 100 = 500k deltas), `NETMETER_BENCH_KAFKA_BATCHES` (part 2, per round, default 6 = 30k
 //! deltas), `NETMETER_BENCH_KAFKA_REPS` (default 5). A batch holds [`DELTAS_PER_BATCH`] deltas.
-//! For a profiler, `NETMETER_BENCH_PROFILE=decode|noop|encode|full` loops that part-1 variant
+//! For a profiler, `NETMETER_BENCH_PROFILE=decode|noop|encode|full|usage` loops that part-1 variant
 //! for 10 s and exits: `NETMETER_BENCH_PARTS=enrich NETMETER_BENCH_PROFILE=encode perf record
 //! <bench binary>`.
 //!
@@ -30,7 +30,9 @@
 //!   pipeline must do per delta anyway;
 //! - `Enricher::enrich` with an emit that does nothing (lookups, classification, record ids);
 //! - `Enricher::enrich` encoding every record into a reused buffer: the goal's figure;
-//! - decode + enrich + encode: the whole CPU path of one raw message, minus Kafka.
+//! - decode + enrich + encode: the whole CPU path of one raw message, minus Kafka;
+//! - enrich + encode + the usage metrics (a `Tally` per batch, added to the series), as
+//!   `Attribution::attribute` does: what the workload and zone-pair counters cost.
 //!
 //! "Per core" is this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), next to wall time.
 //!
@@ -76,6 +78,7 @@ use netmeter_attributor::enrich::{ClusterPlace, Enricher, Inputs};
 use netmeter_attributor::inventory::{IpOwnerHistory, Owner, OwnerKind, Tenure};
 use netmeter_attributor::pipeline::Attribution;
 use netmeter_attributor::rules::Rules;
+use netmeter_attributor::usage::{DEFAULT_MAX_WORKLOADS, Series, Tally};
 use netmeter_common::publish::Outgoing;
 use netmeter_proto::raw::ConntrackBatch;
 use netmeter_proto::{DEFAULT_TOPIC_PREFIX, Schema};
@@ -789,11 +792,27 @@ fn bench_enrich(
             black_box(&buf);
         }
     };
+    let usage = |buf: &mut Vec<u8>, series: &mut Series| {
+        for b in batches {
+            buf.clear();
+            let mut tally = Tally::default();
+            enricher
+                .enrich(b, &inputs, 0, |f, e| {
+                    tally.add(f);
+                    f.encode_length_delimited_using(e, buf)
+                })
+                .expect("well formed");
+            series.add(&tally);
+            black_box(&buf);
+        }
+    };
+    let mut series = Series::new(DEFAULT_MAX_WORKLOADS);
     // Warm-up, untimed: page in the data, grow the buffer, train the branch predictors.
     decode();
     noop();
     let (records, flow_bytes) = encode(&mut buf);
     full(&mut buf);
+    usage(&mut buf, &mut series);
     if let Ok(variant) = std::env::var("NETMETER_BENCH_PROFILE") {
         // For a profiler: one variant in a loop for ~10 s, nothing else.
         let until = Instant::now() + Duration::from_secs(10);
@@ -805,8 +824,9 @@ fn bench_enrich(
                     black_box(encode(&mut buf));
                 }
                 "full" => full(&mut buf),
+                "usage" => usage(&mut buf, &mut series),
                 other => panic!(
-                    "NETMETER_BENCH_PROFILE={other:?}: expected decode, noop, encode or full"
+                    "NETMETER_BENCH_PROFILE={other:?}: expected decode, noop, encode, full or usage"
                 ),
             }
         }
@@ -817,6 +837,7 @@ fn bench_enrich(
         "enrich, no-op emit",
         "enrich + encode (goal)",
         "decode + enrich + encode",
+        "enrich + encode + usage",
     ]
     .into_iter()
     .map(|name| Variant {
@@ -828,7 +849,9 @@ fn bench_enrich(
         "\n== part 1: enrichment in process, single thread: {} batches, {deltas} deltas, {records} records ==",
         batches.len()
     );
-    println!("rep | wall s (cpu s):  decode | enrich no-op | enrich+encode | decode+enrich+encode");
+    println!(
+        "rep | wall s (cpu s):  decode | enrich no-op | enrich+encode | decode+enrich+encode | enrich+encode+usage"
+    );
     for rep in 1..=REPS {
         let samples = [
             timed(decode),
@@ -837,6 +860,7 @@ fn bench_enrich(
                 black_box(encode(&mut buf));
             }),
             timed(|| full(&mut buf)),
+            timed(|| usage(&mut buf, &mut series)),
         ];
         print!("{rep:>3} |");
         for (variant, sample) in variants.iter_mut().zip(samples) {
@@ -1433,6 +1457,12 @@ impl EnrichReport {
         println!(
             "context: with the decode the pipeline does anyway, one core handles {:.2}M deltas/s (decode + enrich + encode)",
             self.deltas as f64 / full_cpu / 1e6
+        );
+        let (_, _, usage_cpu) = medians[4];
+        println!(
+            "usage metrics (workload and zone-pair counters): {:+.0} ns per delta over enrich + encode ({:+.1}%)",
+            (usage_cpu - goal_cpu) * 1e9 / self.deltas as f64,
+            100.0 * (usage_cpu / goal_cpu - 1.0)
         );
     }
 }

@@ -67,6 +67,24 @@ impl Class {
             Class::Multicast => "MULTICAST",
         }
     }
+
+    /// The class named `name` (as [`name`](Self::name) writes it), e.g. back from a record.
+    #[inline]
+    pub fn from_name(name: &str) -> Option<Class> {
+        Some(match name {
+            "INTRA_NODE" => Class::IntraNode,
+            "INTRA_ZONE" => Class::IntraZone,
+            "INTER_ZONE" => Class::InterZone,
+            "INTRA_REGION" => Class::IntraRegion,
+            "INTER_REGION" => Class::InterRegion,
+            "INTER_CLOUD" => Class::InterCloud,
+            "VPC" => Class::Vpc,
+            "INTERNET" => Class::Internet,
+            "UNKNOWN" => Class::Unknown,
+            "MULTICAST" => Class::Multicast,
+            _ => return None,
+        })
+    }
 }
 
 /// Whether traffic to `remote` is [`Class::Multicast`]: a multicast group or the limited
@@ -311,7 +329,9 @@ mod tests {
     fn all_lists_every_class_at_its_index_once() {
         for (index, class) in Class::ALL.iter().enumerate() {
             assert_eq!(*class as usize, index, "{class:?}");
+            assert_eq!(Class::from_name(class.name()), Some(*class));
         }
+        assert_eq!(Class::from_name("inter_zone"), None);
         let mut names: Vec<_> = Class::ALL.iter().map(|c| c.name()).collect();
         names.sort();
         names.dedup();

@@ -42,6 +42,10 @@ pub struct Args {
     /// the persisted inventory alone (marked stale).
     #[arg(long, env = "NETMETER_KUBERNETES_SYNC_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub kubernetes_sync_timeout: Duration,
+    /// Workloads (namespace, kind, name) with their own series in the workload metrics of this
+    /// replica; the records of any other are counted under `__other__` (0: all of them are).
+    #[arg(long, env = "NETMETER_METRICS_MAX_WORKLOADS", default_value_t = crate::usage::DEFAULT_MAX_WORKLOADS)]
+    pub metrics_max_workloads: usize,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,7 +4,8 @@
 //! Reading order: [`enrich`] (one delta -> records: the rules), [`classify`] (classes and
 //! prices), [`inventory`] (who held an address when), [`kubernetes`] (where tenures come from),
 //! [`inventory_topic`] (where they are persisted), [`cloud`] and [`rules`] (remote labels),
-//! [`pipeline`] (Kafka in and out), [`replay`] and [`explain`] (the subcommands).
+//! [`pipeline`] (Kafka in and out), [`usage`] (metrics for people: bytes and dollars per
+//! workload, the zone matrix), [`replay`] and [`explain`] (the subcommands).
 
 pub mod classify;
 pub mod cloud;
@@ -14,10 +15,12 @@ pub mod explain;
 pub mod inventory;
 pub mod inventory_topic;
 pub mod kubernetes;
+pub mod metric_descriptions;
 pub mod pipeline;
 pub mod prefix;
 pub mod replay;
 pub mod rules;
+pub mod usage;
 
 pub use config::{Args, Command};
 
@@ -121,6 +124,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let kafka = &args.kafka;
     tracing::info!(cluster = %args.attribution.cluster, group = %args.group_id, "attributor configured");
+    metric_descriptions::describe();
+    usage::UsageMetrics::global().set_max_workloads(args.metrics_max_workloads);
     if !wait_for_topics(kafka, topics(kafka), &ctx.shutdown).await? {
         return Ok(());
     }

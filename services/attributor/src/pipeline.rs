@@ -22,6 +22,7 @@ use crate::cloud::SharedCloudRanges;
 use crate::config::OutputFormat;
 use crate::enrich::{Enricher, Inputs};
 use crate::inventory::IpOwnerHistory;
+use crate::usage::{Tally, UsageMetrics};
 
 /// Header telling JSON output from the default protobuf (`netmeter-encoding: json`).
 pub const ENCODING_HEADER: &str = "netmeter-encoding";
@@ -56,9 +57,11 @@ impl Attribution {
             cloud: &cloud,
         };
         let mut payloads = vec![Vec::new()];
+        let mut usage = Tally::default();
         let enriched =
             self.enricher
                 .enrich(batch, &inputs, generation, |flow: &FlowView, endpoints| {
+                    usage.add(flow);
                     let full = payloads
                         .last()
                         .is_some_and(|p| p.len() >= self.max_message_bytes);
@@ -77,6 +80,7 @@ impl Attribution {
                     }
                 })?;
         drop(history);
+        UsageMetrics::global().add(&usage);
         for (class, by_direction) in crate::classify::Class::ALL.iter().zip(enriched.bytes) {
             for (direction, bytes) in ["out", "in"].into_iter().zip(by_direction) {
                 if bytes > 0 {

@@ -453,8 +453,8 @@ impl TableFill {
         else {
             return None;
         };
-        metrics::gauge!("netmeter_collector_conntrack_count").set(count);
-        metrics::gauge!("netmeter_collector_conntrack_max").set(max);
+        metrics::gauge!("netmeter_collector_conntrack_table_entries").set(count);
+        metrics::gauge!("netmeter_collector_conntrack_table_max").set(max);
         let near_full = max > 0.0 && count / max >= Self::WARN_AT;
         if near_full && !self.warned {
             tracing::warn!(

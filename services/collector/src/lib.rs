@@ -13,6 +13,7 @@ pub mod collect;
 pub mod config;
 pub mod conntrack;
 pub mod delta;
+pub mod metric_descriptions;
 pub mod output;
 pub mod publish;
 pub mod state;
@@ -38,6 +39,7 @@ use crate::state::{StateDir, TableIdentity};
 /// Runs the collector until `ctx.shutdown` is cancelled.
 pub async fn run(config: Config, ctx: ServiceContext) -> anyhow::Result<()> {
     tracing::info!(node = %config.node_name, interval = ?config.interval, output = ?config.output, mode = ?config.dump_mode, "collector configured");
+    metric_descriptions::describe();
     if !wait_for_accounting(&config, &ctx).await? {
         return Ok(());
     }

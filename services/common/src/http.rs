@@ -2,7 +2,7 @@
 //! runs) and `/readyz` (it can do its job: brokers and stores reachable).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -52,6 +52,30 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Writes metric families in the Prometheus text format (`# HELP`, `# TYPE`, samples).
+type Renderer = Box<dyn Fn(&mut String) + Send + Sync>;
+
+static RENDERERS: Mutex<Vec<Renderer>> = Mutex::new(Vec::new());
+
+/// Appends what `render` writes to every `/metrics` answer, after the recorder's metrics: for
+/// metrics the `metrics` recorder cannot hold (its counters are integers; the attributor's
+/// dollars are not). `render` writes whole families, with names no recorder metric uses.
+pub fn render_also(render: impl Fn(&mut String) + Send + Sync + 'static) {
+    RENDERERS
+        .lock()
+        .expect("renderers lock")
+        .push(Box::new(render));
+}
+
+/// Everything `/metrics` serves: the recorder's metrics, then those of [`render_also`].
+fn render(handle: &PrometheusHandle) -> String {
+    let mut body = handle.render();
+    for render in RENDERERS.lock().expect("renderers lock").iter() {
+        render(&mut body);
+    }
+    body
+}
+
 #[derive(Clone)]
 struct Endpoint {
     health: Health,
@@ -83,7 +107,7 @@ pub async fn serve(
     let router = Router::new()
         .route(
             "/metrics",
-            get(|State(e): State<Endpoint>| async move { e.metrics.render() }),
+            get(|State(e): State<Endpoint>| async move { render(&e.metrics) }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

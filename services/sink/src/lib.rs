@@ -5,6 +5,7 @@
 //! rollups, the Kafka-engine path).
 
 pub mod config;
+pub mod metric_descriptions;
 pub mod native;
 pub mod pipeline;
 pub mod row;
@@ -38,6 +39,7 @@ pub async fn run(config: Config, ctx: ServiceContext) -> anyhow::Result<()> {
     let kafka = &config.kafka;
     let flows_topic = kafka.topic(Schema::FlowsV1.tag());
     tracing::info!(clickhouse = %config.clickhouse.url, topic = %flows_topic, "sink configured");
+    metric_descriptions::describe();
     let client = config.clickhouse.client();
     if !wait_for_clickhouse(&client, &ctx).await {
         return Ok(());
