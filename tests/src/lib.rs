@@ -55,13 +55,29 @@ pub fn free_port() -> u16 {
 
 /// Polls `ready` every 50 ms until it returns true or `timeout` passes (or the command was
 /// interrupted, see [`interrupt`]).
-pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: std::time::Duration, ready: impl FnMut() -> bool) -> bool {
+    poll(timeout, true, ready)
+}
+
+/// [`wait_until`] that Ctrl-C does not cut short: for clean-up, which is what runs after one.
+pub fn wait_until_even_if_interrupted(
+    timeout: std::time::Duration,
+    ready: impl FnMut() -> bool,
+) -> bool {
+    poll(timeout, false, ready)
+}
+
+fn poll(
+    timeout: std::time::Duration,
+    interruptible: bool,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if ready() {
             return true;
         }
-        if std::time::Instant::now() >= deadline || interrupt::interrupted() {
+        if std::time::Instant::now() >= deadline || (interruptible && interrupt::interrupted()) {
             return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

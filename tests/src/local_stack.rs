@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::process::{Lifetime, ManagedProcess, signal};
+use crate::process::{Lifetime, ManagedProcess, is_alive, signal};
 use crate::stack::{
     BROKER_START_TIMEOUT, CLICKHOUSE_START_TIMEOUT, Endpoints, PARTITIONS, default_topics,
 };
-use crate::{broker, clickhouse, install, wait_until};
+use crate::{broker, clickhouse, install, wait_until_even_if_interrupted};
 
 /// What `start` recorded, so `status` and `stop` act on exactly those processes.
 #[derive(Serialize, Deserialize, Default)]
@@ -210,8 +210,11 @@ pub fn stop(dir: &Path) -> anyhow::Result<()> {
         if is_ours(*pid, program) {
             let p = pid.unwrap_or_default();
             signal(p, libc::SIGTERM);
-            if !wait_until(Duration::from_secs(10), || !is_ours(Some(p), program)) {
+            if !wait_until_even_if_interrupted(Duration::from_secs(10), || !is_alive(p)) {
                 signal(p, libc::SIGKILL);
+                if !wait_until_even_if_interrupted(Duration::from_secs(10), || !is_alive(p)) {
+                    anyhow::bail!("{name} (pid {p}) did not end after SIGKILL");
+                }
             }
             println!("{name:<10} stopped (pid {p})");
         } else {

@@ -111,7 +111,7 @@ impl ManagedProcess {
             return status;
         }
         signal(self.pid(), libc::SIGTERM);
-        if crate::wait_until(grace, || self.exit_status().is_some())
+        if crate::wait_until_even_if_interrupted(grace, || self.exit_status().is_some())
             && let Some(status) = self.exit_status()
         {
             return status;
@@ -139,6 +139,15 @@ impl Drop for ManagedProcess {
             self.kill();
         }
     }
+}
+
+/// Whether `pid` is a live process: it exists and is not a zombie. A process on its way out has
+/// an empty `/proc/<pid>/cmdline` some time before it is a zombie, so this reads its state.
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
 }
 
 /// Sends `sig` to `pid`; false if there is no such process.

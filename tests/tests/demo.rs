@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netmeter_tests::process::signal;
+use netmeter_tests::process::{is_alive, signal};
 use netmeter_tests::{free_port, local_stack, netns, workspace_bin};
 
 /// Whether any network namespace's name starts with `prefix`.
@@ -138,10 +138,11 @@ fn e2e_demo_ctrl_c_in_the_middle_cleans_up_everything_the_run_started() {
     assert!(!local_stack::is_running(dir.path()), "the stack still runs");
     for pid in children {
         assert!(
-            !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.contains(") Z ")),
-            "process {pid} still runs"
+            !is_alive(pid),
+            "process {pid} ({}) still runs",
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ")
         );
     }
 }
