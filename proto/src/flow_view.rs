@@ -40,6 +40,10 @@ pub struct FlowView<'a> {
     pub protocol: &'a str,
     pub class: &'a str,
     pub local: EndpointView<'a>,
+    /// The local endpoint opened the connection (it is the original tuple's source).
+    pub local_initiated: bool,
+    /// The instance type of the local endpoint's node; empty when unknown.
+    pub local_instance_type: &'a str,
     pub remote: EndpointView<'a>,
     pub remote_service: &'a str,
     pub remote_network: &'a str,
@@ -51,6 +55,9 @@ pub struct FlowView<'a> {
 /// Field numbers of an endpoint block (`local_*` start at 10, `remote_*` at 30).
 const LOCAL_BASE: u32 = 10;
 const REMOTE_BASE: u32 = 30;
+/// The local fields that are not part of an [`EndpointView`], after the local block (10-21).
+const LOCAL_INITIATED: u32 = 22;
+const LOCAL_INSTANCE_TYPE: u32 = 23;
 
 impl<'a> FlowView<'a> {
     /// Appends the record prefixed with its varint length (ClickHouse `Protobuf` framing),
@@ -95,13 +102,19 @@ impl<'a> FlowView<'a> {
         put_str(6, self.direction, out);
         put_str(7, self.protocol, out);
         put_str(8, self.class, out);
-        // Field order as prost writes it: the endpoint blocks (10-41) sit between 8 and 42.
+        // Field order as prost writes it: the local block (10-21), the local fields of the
+        // record (22-23), the remote block (30-41), then 42 on.
         match endpoints {
-            Some(encoded) => out.extend_from_slice(&encoded.0),
-            None => {
-                self.local.encode_fields(LOCAL_BASE, out);
-                self.remote.encode_fields(REMOTE_BASE, out);
-            }
+            Some(encoded) => out.extend_from_slice(encoded.local()),
+            None => self.local.encode_fields(LOCAL_BASE, out),
+        }
+        if self.local_initiated {
+            put_varint_field(LOCAL_INITIATED, 1, out);
+        }
+        put_str(LOCAL_INSTANCE_TYPE, self.local_instance_type, out);
+        match endpoints {
+            Some(encoded) => out.extend_from_slice(encoded.remote()),
+            None => self.remote.encode_fields(REMOTE_BASE, out),
         }
         put_str(42, self.remote_service, out);
         put_str(43, self.remote_network, out);
@@ -137,6 +150,8 @@ impl<'a> FlowView<'a> {
             local_ip: l.ip.to_string(),
             local_port: l.port,
             local_host_network: l.host_network,
+            local_initiated: self.local_initiated,
+            local_instance_type: self.local_instance_type.into(),
             remote_cloud: r.cloud.into(),
             remote_region: r.region.into(),
             remote_zone: r.zone.into(),
@@ -159,16 +174,30 @@ impl<'a> FlowView<'a> {
 }
 
 /// The encoded endpoint fields of a flow, shared by its records (see
-/// [`FlowView::encode_length_delimited_using`]).
+/// [`FlowView::encode_length_delimited_using`]): the local block, then the remote block, which
+/// the record's own local fields (22-23) go between.
 #[derive(Debug, Default, Clone)]
-pub struct EncodedEndpoints(Vec<u8>);
+pub struct EncodedEndpoints {
+    bytes: Vec<u8>,
+    /// Where the remote block starts in `bytes`.
+    remote_at: usize,
+}
 
 impl EncodedEndpoints {
     /// Encodes `local` and `remote`, replacing what was there (the buffer is reused).
     pub fn encode(&mut self, local: &EndpointView, remote: &EndpointView) {
-        self.0.clear();
-        local.encode_fields(LOCAL_BASE, &mut self.0);
-        remote.encode_fields(REMOTE_BASE, &mut self.0);
+        self.bytes.clear();
+        local.encode_fields(LOCAL_BASE, &mut self.bytes);
+        self.remote_at = self.bytes.len();
+        remote.encode_fields(REMOTE_BASE, &mut self.bytes);
+    }
+
+    fn local(&self) -> &[u8] {
+        &self.bytes[..self.remote_at]
+    }
+
+    fn remote(&self) -> &[u8] {
+        &self.bytes[self.remote_at..]
     }
 }
 
@@ -225,6 +254,8 @@ impl Serialize for FlowView<'_> {
         map.serialize_entry("protocol", self.protocol)?;
         map.serialize_entry("class", self.class)?;
         self.local.serialize_into("local", &mut map)?;
+        map.serialize_entry("local_initiated", &self.local_initiated)?;
+        map.serialize_entry("local_instance_type", self.local_instance_type)?;
         self.remote.serialize_into("remote", &mut map)?;
         map.serialize_entry("remote_service", self.remote_service)?;
         map.serialize_entry("remote_network", self.remote_network)?;
@@ -332,6 +363,7 @@ impl IpText {
 mod tests {
     use super::*;
     use prost::Message;
+    use serde_json::json;
 
     fn endpoint(ip: &str, port: u32, host_network: bool) -> EndpointView<'static> {
         EndpointView {
@@ -361,6 +393,8 @@ mod tests {
             protocol: "tcp",
             class: "INTER_ZONE",
             local: endpoint("10.0.0.5", 43512, false),
+            local_initiated: true,
+            local_instance_type: "m6i.large",
             remote: EndpointView {
                 zone: "",
                 app: "",
@@ -374,15 +408,64 @@ mod tests {
         }
     }
 
+    /// [`sample`] with no field at its default, so that a field the encoder or the JSON output
+    /// forgets shows.
+    fn full() -> FlowView<'static> {
+        FlowView {
+            local: endpoint("10.0.0.5", 43512, true),
+            remote: endpoint("2a05:d07a:a000::1", 443, true),
+            remote_network: "peering",
+            ..sample()
+        }
+    }
+
+    /// The field names of `flow.proto`, in file order.
+    fn proto_fields() -> Vec<&'static str> {
+        crate::FLOW_PROTO
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("//") && l.ends_with(';') && l.contains(" = "))
+            .filter(|l| !l.starts_with("syntax") && !l.starts_with("package"))
+            .map(|l| l.split_whitespace().nth(1).expect("type name = number;"))
+            .collect()
+    }
+
+    #[test]
+    fn every_proto_field_is_encoded_and_serialized() {
+        let view = full();
+        let json = serde_json::to_value(view).unwrap();
+        let json = json.as_object().unwrap();
+        let mut keys: Vec<&str> = json.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut fields = proto_fields();
+        fields.sort_unstable();
+        assert_eq!(keys, fields, "the JSON keys are the proto's field names");
+        for (name, value) in json {
+            let default = [json!(""), json!(0), json!(0.0), json!(false)];
+            assert!(
+                !default.contains(value),
+                "{name} is at its default in full()"
+            );
+        }
+        let mut ours = Vec::new();
+        view.encode_length_delimited(&mut ours);
+        let mut theirs = Vec::new();
+        crate::encode_flow(&view.to_flow(), &mut theirs);
+        assert_eq!(ours, theirs, "every field is encoded as prost encodes it");
+    }
+
     #[test]
     fn encodes_exactly_what_prost_encodes() {
         for view in [
             sample(),
+            full(),
             FlowView {
                 bytes: 0,
                 cost_usd: 0.0,
                 interval_seconds: 0,
                 record_id: "",
+                local_initiated: false,
+                local_instance_type: "",
                 ..sample()
             },
         ] {
@@ -398,13 +481,21 @@ mod tests {
 
     #[test]
     fn pre_encoded_endpoints_give_the_same_bytes() {
-        let view = sample();
         let mut endpoints = EncodedEndpoints::default();
-        endpoints.encode(&FlowView { ..sample() }.local, &view.remote);
-        let (mut plain, mut shared) = (Vec::new(), Vec::new());
-        view.encode_length_delimited(&mut plain);
-        view.encode_length_delimited_using(&endpoints, &mut shared);
-        assert_eq!(plain, shared);
+        for view in [
+            sample(),
+            FlowView {
+                local_initiated: false,
+                local_instance_type: "",
+                ..sample()
+            },
+        ] {
+            endpoints.encode(&view.local, &view.remote);
+            let (mut plain, mut shared) = (Vec::new(), Vec::new());
+            view.encode_length_delimited(&mut plain);
+            view.encode_length_delimited_using(&endpoints, &mut shared);
+            assert_eq!(plain, shared);
+        }
     }
 
     #[test]
@@ -486,6 +577,7 @@ mod tests {
         assert_eq!(json["local_workload_name"], "cart");
         assert_eq!(json["bytes"], 1_000_052);
         assert_eq!(json["class"], "INTER_ZONE");
-        assert_eq!(json.as_object().unwrap().len(), 37);
+        assert_eq!(json["local_initiated"], true);
+        assert_eq!(json["local_instance_type"], "m6i.large");
     }
 }

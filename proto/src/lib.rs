@@ -281,6 +281,81 @@ mod tests {
         assert_eq!(old.original, full.original);
     }
 
+    /// `Flow` as first shipped, before `local_initiated` (22) and `local_instance_type` (23):
+    /// written by hand, a few fields around the new ones are enough to show the framing holds.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FlowBeforeInitiator {
+        #[prost(string, tag = "1")]
+        record_id: String,
+        #[prost(string, tag = "13")]
+        local_node: String,
+        #[prost(bool, tag = "21")]
+        local_host_network: bool,
+        #[prost(string, tag = "30")]
+        remote_cloud: String,
+        #[prost(uint64, tag = "50")]
+        bytes: u64,
+    }
+
+    #[test]
+    fn an_old_flow_reader_skips_the_initiator_and_instance_type() {
+        let new = flows::Flow {
+            record_id: "0a1b2c3d-0000-8000-8000-000000000001".into(),
+            local_node: "node-a".into(),
+            local_host_network: true,
+            local_initiated: true,
+            local_instance_type: "m6i.large".into(),
+            remote_cloud: "aws".into(),
+            bytes: 1_000,
+            ..Default::default()
+        };
+        let mut value = Vec::new();
+        encode_flow(&new, &mut value);
+        encode_flow(&new, &mut value);
+        let mut rest = value.as_slice();
+        for _ in 0..2 {
+            let old = FlowBeforeInitiator::decode_length_delimited(&mut rest).unwrap();
+            assert_eq!(
+                old,
+                FlowBeforeInitiator {
+                    record_id: new.record_id.clone(),
+                    local_node: "node-a".into(),
+                    local_host_network: true,
+                    remote_cloud: "aws".into(),
+                    bytes: 1_000,
+                }
+            );
+        }
+        assert!(rest.is_empty(), "both records were read whole");
+    }
+
+    #[test]
+    fn a_new_flow_reader_defaults_the_initiator_and_instance_type() {
+        let old = FlowBeforeInitiator {
+            record_id: "0a1b2c3d-0000-8000-8000-000000000002".into(),
+            local_node: "node-b".into(),
+            local_host_network: false,
+            remote_cloud: "gcp".into(),
+            bytes: 7,
+        };
+        let mut value = Vec::new();
+        old.encode_length_delimited(&mut value).unwrap();
+        let new = decode_flows(&value).unwrap();
+        assert_eq!(
+            new,
+            vec![flows::Flow {
+                record_id: old.record_id.clone(),
+                local_node: "node-b".into(),
+                remote_cloud: "gcp".into(),
+                bytes: 7,
+                local_initiated: false,
+                local_instance_type: String::new(),
+                ..Default::default()
+            }],
+            "a record written before the fields existed reads false and \"\""
+        );
+    }
+
     #[test]
     fn schema_header_is_checked() {
         assert_eq!(Schema::RawV1.topic(DEFAULT_TOPIC_PREFIX), "netmeter.raw.v1");

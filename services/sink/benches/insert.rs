@@ -225,6 +225,8 @@ const CLUSTER: &str = "bench";
 const REGION: &str = "eu-west-1";
 const ZONES: [&str; 3] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
 const NODES: usize = 100;
+/// Node `n` is of instance type `INSTANCE_TYPES[n % 4]`.
+const INSTANCE_TYPES: [&str; 4] = ["m6i.large", "m6i.xlarge", "r6i.2xlarge", "c6i.4xlarge"];
 const PODS: usize = 3_000;
 
 const AWS_IN_REGION: [&str; 3] = ["S3", "DYNAMODB", "EC2"];
@@ -414,6 +416,8 @@ fn generate(n: usize) -> Vec<FlowRow> {
                 local_ip,
                 local_port,
                 local_host_network: local.host_network,
+                local_initiated: client_side,
+                local_instance_type: INSTANCE_TYPES[local.node % INSTANCE_TYPES.len()].into(),
                 remote_cloud: String::new(),
                 remote_region: String::new(),
                 remote_zone: String::new(),
@@ -1157,6 +1161,8 @@ fn flow_messages(rows: &[FlowRow]) -> Vec<(String, Vec<u8>)> {
             protocol: &row.protocol,
             class: &row.class,
             local: endpoint(true),
+            local_initiated: row.local_initiated,
+            local_instance_type: &row.local_instance_type,
             remote: endpoint(false),
             remote_service: &row.remote_service,
             remote_network: &row.remote_network,

@@ -1,9 +1,9 @@
 //! [`NativeBlock`]: a batch of [`FlowRow`]s in ClickHouse's `Native` format, the columnar format
 //! `clickhouse-client` sends. The sink writes it rather than the `clickhouse` crate's row-wise
 //! `RowBinary` because the server parses rows one value at a time: with 22 `LowCardinality`
-//! columns that cost ~65% of an insert's server time (measured by `benches/insert.rs`). In
-//! `Native`, each `LowCardinality` column arrives as the batch's dictionary plus one small index
-//! per row, which the server merges without hashing every value.
+//! columns (23 since schema version 4) that cost ~65% of an insert's server time (measured by
+//! `benches/insert.rs`). In `Native`, each `LowCardinality` column arrives as the batch's
+//! dictionary plus one small index per row, which the server merges without hashing every value.
 //!
 //! Format (ClickHouse `NativeWriter`, no block info, as over HTTP): column count and row count
 //! as varints, then per column its name, its type and its values. Values are little-endian
@@ -68,7 +68,7 @@ impl Cell {
 
 /// The insertable columns of `flows` (all but the materialized `interval_start`) in table order;
 /// a unit test holds names and types equal to `schema::tables::flows`.
-const COLUMNS: [(&str, Cell); 37] = {
+const COLUMNS: [(&str, Cell); 39] = {
     use Cell::{Dictionary as D, Fixed as F, Text as T};
     [
         ("record_id", F("UUID", |r, o| put_uuid(o, &r.record_id))),
@@ -103,6 +103,11 @@ const COLUMNS: [(&str, Cell); 37] = {
             "local_host_network",
             F("Bool", |r, o| o.push(u8::from(r.local_host_network))),
         ),
+        (
+            "local_initiated",
+            F("Bool", |r, o| o.push(u8::from(r.local_initiated))),
+        ),
+        ("local_instance_type", D(|r| &r.local_instance_type)),
         ("remote_cloud", D(|r| &r.remote_cloud)),
         ("remote_region", D(|r| &r.remote_region)),
         ("remote_zone", D(|r| &r.remote_zone)),
@@ -185,7 +190,7 @@ impl Column {
 }
 
 /// A column's distinct values in first-seen order, each found again by its hash. Written by
-/// hand on a `hashbrown` table because the lookup is half of encoding (22 per row): the keys'
+/// hand on a `hashbrown` table because the lookup is half of encoding (23 per row): the keys'
 /// bytes sit in one buffer, and a key is compared by its full hash before its bytes.
 #[derive(Default)]
 struct Dictionary {
@@ -284,7 +289,7 @@ impl NativeEncoder {
     }
 
     /// Encodes `rows` into `self.body` in one pass over the rows, all columns at once: a pass
-    /// per column would fetch each row's strings 22 times from wherever the heap put them
+    /// per column would fetch each row's strings 23 times from wherever the heap put them
     /// (measured 2 µs per row instead of well under 1).
     fn encode_body(&mut self, rows: &[FlowRow]) {
         self.columns.resize_with(COLUMNS.len(), Column::default);
@@ -352,11 +357,12 @@ mod tests {
 
     #[test]
     fn columns_are_the_insertable_columns_of_flows_with_their_types() {
-        let table: Vec<(String, &str)> = crate::schema::tables::flow_columns(true)
-            .into_iter()
-            .filter(|c| !c.extra.starts_with("MATERIALIZED"))
-            .map(|c| (c.name, c.ty))
-            .collect();
+        let table: Vec<(String, &str)> =
+            crate::schema::tables::flow_columns(crate::schema::SCHEMA_VERSION)
+                .into_iter()
+                .filter(|c| !c.extra.starts_with("MATERIALIZED"))
+                .map(|c| (c.name, c.ty))
+                .collect();
         let ours: Vec<(String, &str)> = COLUMNS
             .iter()
             .map(|(name, cell)| (name.to_string(), cell.ty()))
@@ -379,7 +385,7 @@ mod tests {
         let mut encoder = NativeEncoder::default();
         encoder.encode_body(&[row("a"), row("b"), row("a")]);
         let bytes = &encoder.body;
-        assert_eq!(&bytes[..2], &[37, 3]);
+        assert_eq!(&bytes[..2], &[39, 3]);
         // The `local_app` column: name, type, version, flags (UInt8 indexes), keys, indexes.
         let mut expected = Vec::new();
         put_string(&mut expected, "local_app");

@@ -31,6 +31,8 @@ pub struct FlowRow {
     pub local_ip: Ipv6Addr,
     pub local_port: u16,
     pub local_host_network: bool,
+    pub local_initiated: bool,
+    pub local_instance_type: String,
     pub remote_cloud: String,
     pub remote_region: String,
     pub remote_zone: String,
@@ -113,6 +115,8 @@ impl TryFrom<Flow> for FlowRow {
             local_workload_name: f.local_workload_name,
             local_app: f.local_app,
             local_host_network: f.local_host_network,
+            local_initiated: f.local_initiated,
+            local_instance_type: f.local_instance_type,
             remote_cloud: f.remote_cloud,
             remote_region: f.remote_region,
             remote_zone: f.remote_zone,
@@ -156,6 +160,25 @@ mod tests {
         assert_eq!(
             (row.local_port, row.remote_port, row.bytes),
             (40_000, 443, 7)
+        );
+    }
+
+    #[test]
+    fn the_initiator_and_instance_type_are_carried_and_default_to_false_and_empty() {
+        let row = FlowRow::try_from(Flow {
+            local_initiated: true,
+            local_instance_type: "m6i.large".into(),
+            ..flow()
+        })
+        .unwrap();
+        assert_eq!(
+            (row.local_initiated, row.local_instance_type.as_str()),
+            (true, "m6i.large")
+        );
+        let old = FlowRow::try_from(flow()).unwrap();
+        assert_eq!(
+            (old.local_initiated, old.local_instance_type.as_str()),
+            (false, "")
         );
     }
 

@@ -14,7 +14,9 @@ async fn text(client: &Client, sql: &str) -> String {
     netmeter_tests::clickhouse::query_text(client, sql, "TabSeparated").await
 }
 
-/// Record `i` of the scenario: IPv4 locals, IPv6 remotes, `1000 + i` bytes, `i / 4` dollars.
+/// Record `i` of the scenario: IPv4 locals, IPv6 remotes, `1000 + i` bytes, `i / 4` dollars;
+/// opened by the local endpoint unless `i % 5 == 4`; on an m6i.large node below 50, r6i.xlarge
+/// below 90, and on a node without an instance type label from 90 on.
 fn record(i: u64, start_ms: u64) -> Flow {
     Flow {
         record_id: uuid::Uuid::from_u128(0xf10e_0000 + i as u128).to_string(),
@@ -33,6 +35,13 @@ fn record(i: u64, start_ms: u64) -> Flow {
         local_workload_name: "api".into(),
         local_ip: format!("10.0.{}.{}", i / 256, i % 256),
         local_port: 40_000 + i as u32,
+        local_initiated: i % 5 != 4,
+        local_instance_type: match i {
+            0..50 => "m6i.large",
+            50..90 => "r6i.xlarge",
+            _ => "",
+        }
+        .into(),
         remote_zone: "eu-west-1b".into(),
         remote_namespace: "db".into(),
         remote_ip: format!("2001:db8::{i:x}"),
@@ -159,16 +168,33 @@ async fn clickhouse_reads_the_flows_topic_into_flows() {
         text(
             &client,
             "SELECT toString(record_id), generation, local_namespace, toString(local_ip), local_port, \
+             local_initiated, local_instance_type, \
              toString(remote_ip), remote_port, remote_network, direction, bytes, cost_usd, \
              toUnixTimestamp64Milli(interval_start) \
              FROM netmeter.flows FINAL WHERE bytes IN (1003, 1099) ORDER BY bytes"
         )
         .await,
         format!(
-            "00000000-0000-0000-0000-0000f10e0003\t9\tcheckout\t::ffff:10.0.0.3\t40003\t2001:db8::3\t5432\tpeering\tin\t1003\t0.75\t{start}\n\
-             00000000-0000-0000-0000-0000f10e0063\t0\tshop\t::ffff:10.0.0.99\t40099\t2001:db8::63\t5432\tpeering\tin\t1099\t24.75\t{start}\n"
+            "00000000-0000-0000-0000-0000f10e0003\t9\tcheckout\t::ffff:10.0.0.3\t40003\ttrue\tm6i.large\t2001:db8::3\t5432\tpeering\tin\t1003\t0.75\t{start}\n\
+             00000000-0000-0000-0000-0000f10e0063\t0\tshop\t::ffff:10.0.0.99\t40099\tfalse\t\t2001:db8::63\t5432\tpeering\tin\t1099\t24.75\t{start}\n"
         ),
-        "ids, addresses (IPv4 mapped), ports and the replay's attribution arrive exactly"
+        "ids, addresses (IPv4 mapped), ports, the initiator, the instance type and the replay's \
+         attribution arrive exactly"
+    );
+    assert_eq!(
+        text(
+            &client,
+            "SELECT local_initiated, local_instance_type, count() FROM netmeter.flows FINAL \
+             GROUP BY ALL ORDER BY ALL"
+        )
+        .await,
+        "false\t\t2\n\
+         false\tm6i.large\t10\n\
+         false\tr6i.xlarge\t8\n\
+         true\t\t8\n\
+         true\tm6i.large\t40\n\
+         true\tr6i.xlarge\t32\n",
+        "a false and an empty field (which protobuf leaves out) read as false and empty"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let errors = "SELECT error FROM netmeter.flows_kafka_errors ORDER BY kafka_offset";

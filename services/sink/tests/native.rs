@@ -15,6 +15,9 @@ use netmeter_tests::records::now_ms;
 /// values) 16-bit ones and `class` (3 values) 8-bit ones.
 const ROWS: u64 = 70_000;
 
+/// The local node's instance type of row `i % 3`; empty: a node without the label.
+const INSTANCE_TYPES: [&str; 3] = ["m6i.large", "r6i.xlarge", ""];
+
 fn row(i: u64, start_ms: u64) -> FlowRow {
     let text = |n: u64| match n % 4 {
         0 => String::new(),
@@ -43,6 +46,8 @@ fn row(i: u64, start_ms: u64) -> FlowRow {
         local_ip: Ipv4Addr::from(0x0a00_0000 + i as u32).to_ipv6_mapped(),
         local_port: (i % 65_536) as u16,
         local_host_network: i.is_multiple_of(5),
+        local_initiated: i % 4 < 2,
+        local_instance_type: INSTANCE_TYPES[(i % 3) as usize].into(),
         remote_cloud: String::new(),
         remote_region: text(i + 2),
         remote_zone: text(i + 3),
@@ -103,4 +108,22 @@ async fn every_column_of_a_native_block_comes_back_exactly() {
     for (stored, sent) in stored.iter().zip(&rows) {
         assert_eq!(stored, sent);
     }
+    // The same, as SQL sees the two columns schema version 4 added: 70,000 = 12 * 5,833 + 4, and
+    // every 12 rows hold each (i % 4 < 2, i % 3) pair twice; the last 4 rows add (true, 0),
+    // (true, 1), (false, 2) and (false, 0).
+    assert_eq!(
+        netmeter_tests::clickhouse::query_text(
+            &client,
+            "SELECT local_initiated, local_instance_type, count() FROM flows \
+             GROUP BY ALL ORDER BY ALL",
+            "TabSeparated"
+        )
+        .await,
+        "false\t\t11667\n\
+         false\tm6i.large\t11667\n\
+         false\tr6i.xlarge\t11666\n\
+         true\t\t11666\n\
+         true\tm6i.large\t11667\n\
+         true\tr6i.xlarge\t11667\n"
+    );
 }

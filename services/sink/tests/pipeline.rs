@@ -18,7 +18,11 @@ fn flows_topic() -> String {
     Schema::FlowsV1.topic(netmeter_proto::DEFAULT_TOPIC_PREFIX)
 }
 
-/// Record `i`: unique id, `i % 1000 + 1` bytes, a workload chosen by `i % 7`.
+/// The local node's instance type of record `i % 3`; empty: a node without the label.
+const INSTANCE_TYPES: [&str; 3] = ["m6i.large", "r6i.xlarge", ""];
+
+/// Record `i`: unique id, `i % 1000 + 1` bytes, a workload chosen by `i % 7`, opened by the
+/// local endpoint if `i % 4 < 2`, on a node of instance type `INSTANCE_TYPES[i % 3]`.
 fn record(i: u64, generation: u64, namespace: &str, out: &mut Vec<u8>) {
     let id = uuid::Uuid::from_u128(0x8000_0000_0000_8000_8000_0000_0000_0000 | u128::from(i))
         .to_string();
@@ -47,6 +51,8 @@ fn record(i: u64, generation: u64, namespace: &str, out: &mut Vec<u8>) {
         protocol: "tcp",
         class: "INTER_ZONE",
         local: endpoint("10.0.0.5", 40_000),
+        local_initiated: i % 4 < 2,
+        local_instance_type: INSTANCE_TYPES[(i % 3) as usize],
         remote: endpoint("fd00::7", 443),
         remote_service: "",
         remote_network: "",
@@ -162,6 +168,24 @@ async fn a_million_records_arrive_exactly_once() {
         .await
         .unwrap();
     assert_eq!(raw, n);
+    // Every 12 records hold each (i % 4 < 2, i % 3) pair twice: 1,000,000 = 12 * 83,333 + 4, and
+    // the last 4 add (true, 0), (true, 1), (false, 2) and (false, 0).
+    assert_eq!(
+        netmeter_tests::clickhouse::query_text(
+            &stack.clickhouse_client(),
+            "SELECT local_initiated, local_instance_type, count() FROM netmeter.flows FINAL \
+             GROUP BY ALL ORDER BY ALL",
+            "TabSeparated"
+        )
+        .await,
+        "false\t\t166667\n\
+         false\tm6i.large\t166667\n\
+         false\tr6i.xlarge\t166666\n\
+         true\t\t166666\n\
+         true\tm6i.large\t166667\n\
+         true\tr6i.xlarge\t166667\n",
+        "the initiator and the instance type arrive with every record"
+    );
     assert_eq!(
         sink.metric("netmeter_sink_rows_inserted_total"),
         Some(n as f64)

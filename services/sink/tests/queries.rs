@@ -59,6 +59,8 @@ fn row(
         local_ip: Ipv6Addr::LOCALHOST,
         local_port: 40_000,
         local_host_network: false,
+        local_initiated: direction == "out",
+        local_instance_type: "m6i.large".into(),
         remote_cloud: String::new(),
         remote_region: String::new(),
         remote_zone: String::new(),

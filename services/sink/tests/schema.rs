@@ -1,8 +1,12 @@
 //! The sink's ClickHouse schema against the real ClickHouse 26.7 engine: migrations from empty
-//! and from version 1, drift handling, and the totals a duplicate or a replay must not change,
-//! in `flows` and in the rollups.
+//! and from versions 1 and 3, drift handling, and the totals a duplicate or a replay must not
+//! change, in `flows` and in the rollups.
 
 use clickhouse::Client;
+use netmeter_proto::flows::Flow;
+use netmeter_sink::native::NativeBlock;
+use netmeter_sink::pipeline;
+use netmeter_sink::row::FlowRow;
 use netmeter_sink::schema::{
     self, AppliedMigration, MigrationReport, SCHEMA_VERSION, SchemaChange, SchemaError,
     SchemaSettings,
@@ -147,6 +151,8 @@ local_app\tLowCardinality(String)
 local_ip\tIPv6
 local_port\tUInt16
 local_host_network\tBool
+local_initiated\tBool
+local_instance_type\tLowCardinality(String)
 remote_cloud\tLowCardinality(String)
 remote_region\tLowCardinality(String)
 remote_zone\tLowCardinality(String)
@@ -180,7 +186,7 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
             database: DB.into(),
             previous_version: 0,
             version: SCHEMA_VERSION,
-            applied: applied(&[1, 2, 3]),
+            applied: applied(&[1, 2, 3, 4]),
             changes: vec![
                 SchemaChange::CreatedDatabase,
                 SchemaChange::CreatedTable("schema_migrations".into())
@@ -246,7 +252,8 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
         .await,
         "1\tflows table\n\
          2\tflows.remote_network and data-skipping indexes\n\
-         3\tper-minute and per-hour rollups\n"
+         3\tper-minute and per-hour rollups\n\
+         4\tflows.local_initiated and flows.local_instance_type\n"
     );
     assert_eq!(
         text(
@@ -271,14 +278,14 @@ async fn migrating_twice_is_a_noop() {
     let again = schema::migrate(&client, &settings).await.unwrap();
 
     assert!(again.is_noop(), "{again}");
-    assert_eq!((again.previous_version, again.version), (3, 3));
+    assert_eq!((again.previous_version, again.version), (4, 4));
     assert_eq!(
         again.to_string(),
-        "database netmeter at schema version 3: already up to date"
+        "database netmeter at schema version 4: already up to date"
     );
     assert_eq!(
         text(&client, "SELECT count() FROM netmeter.schema_migrations").await,
-        "3\n",
+        "4\n",
         "no migration recorded twice"
     );
     stack.stop();
@@ -310,18 +317,19 @@ async fn upgrading_from_version_1_keeps_the_rows_and_adds_the_column_indexes_and
     let report = schema::migrate(&client, &settings).await.unwrap();
 
     assert_eq!(report.previous_version, 1);
-    assert_eq!(report.version, 3);
-    assert_eq!(report.applied, applied(&[2, 3]));
+    assert_eq!(report.version, 4);
+    assert_eq!(report.applied, applied(&[2, 3, 4]));
     assert_eq!(report.changes, vec![], "the migrations did everything");
     assert_eq!(
         text(
             &client,
-            "SELECT count(), sum(bytes), sum(cost_usd), groupUniqArray(remote_network) \
+            "SELECT count(), sum(bytes), sum(cost_usd), groupUniqArray(remote_network), \
+             groupUniqArray(local_initiated), groupUniqArray(local_instance_type) \
              FROM netmeter.flows FINAL"
         )
         .await,
-        "2\t1024\t0.75\t['']\n",
-        "the rows are kept and read the new column as empty"
+        "2\t1024\t0.75\t['']\t[false]\t['']\n",
+        "the rows are kept and read the new columns as false and empty"
     );
     assert_eq!(
         text(
@@ -360,6 +368,114 @@ async fn upgrading_from_version_1_keeps_the_rows_and_adds_the_column_indexes_and
         )
         .await,
         "shop\t1024\t0.75\t2\n"
+    );
+    assert!(
+        schema::migrate(&client, &settings).await.unwrap().is_noop(),
+        "an upgraded database is as current as a new one"
+    );
+    stack.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrading_from_version_3_keeps_the_rows_and_reads_the_new_columns_as_false_and_empty() {
+    let stack = Stack::start().await.unwrap();
+    let client = stack.clickhouse_client();
+    let settings = SchemaSettings::default();
+    let v3 = schema::migrate_to(&client, &settings, 3).await.unwrap();
+    assert_eq!(v3.applied, applied(&[1, 2, 3]));
+    let new_columns = "SELECT table, name FROM system.columns WHERE database = 'netmeter' \
+                       AND name IN ('local_initiated', 'local_instance_type') ORDER BY table, name";
+    assert_eq!(
+        text(&client, new_columns).await,
+        "",
+        "version 3 has neither column"
+    );
+    let minute = recent_minute_ms();
+    // As a version-3 sink wrote them, and rolled up before the upgrade.
+    insert(
+        &client,
+        &[
+            Record::new(1, minute, "shop", 1_000, 0.5),
+            Record::new(2, minute, "shop", 24, 0.25),
+        ],
+    )
+    .await;
+    schema::refresh_rollups_now(&client, &settings)
+        .await
+        .unwrap();
+
+    let report = schema::migrate(&client, &settings).await.unwrap();
+
+    assert_eq!((report.previous_version, report.version), (3, 4));
+    assert_eq!(report.applied, applied(&[4]));
+    assert_eq!(report.changes, vec![], "the migration did everything");
+    assert_eq!(
+        text(
+            &client,
+            "SELECT name, type FROM system.columns \
+             WHERE database = 'netmeter' AND table = 'flows' ORDER BY position"
+        )
+        .await,
+        FLOW_COLUMNS
+    );
+    assert_eq!(
+        text(&client, new_columns).await,
+        "flows\tlocal_initiated\nflows\tlocal_instance_type\n",
+        "in flows only: the rollups keep their dimensions"
+    );
+    assert_eq!(
+        text(
+            &client,
+            "SELECT toString(record_id), local_namespace, local_initiated, local_instance_type, \
+             bytes, cost_usd FROM netmeter.flows FINAL ORDER BY record_id"
+        )
+        .await,
+        "00000000-0000-0000-0000-000000000001\tshop\tfalse\t\t1000\t0.5\n\
+         00000000-0000-0000-0000-000000000002\tshop\tfalse\t\t24\t0.25\n",
+        "the rows are kept and read the new columns as false and empty"
+    );
+    // The sink's insert fills them from now on.
+    let row = FlowRow::try_from(Flow {
+        record_id: uuid::Uuid::from_u128(3).to_string(),
+        interval_start_unix_ms: minute,
+        local_namespace: "shop".into(),
+        local_ip: "10.0.1.5".into(),
+        local_initiated: true,
+        local_instance_type: "m6i.large".into(),
+        remote_ip: "10.0.2.7".into(),
+        bytes: 300,
+        cost_usd: 0.125,
+        ..Flow::default()
+    })
+    .unwrap();
+    pipeline::insert(
+        &client.clone().with_database(DB),
+        "flows",
+        NativeBlock::encode(&[row]),
+        "after-version-4",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        text(
+            &client,
+            "SELECT local_initiated, local_instance_type, count(), sum(bytes) \
+             FROM netmeter.flows FINAL GROUP BY ALL ORDER BY ALL"
+        )
+        .await,
+        "false\t\t2\t1024\ntrue\tm6i.large\t1\t300\n"
+    );
+    schema::refresh_rollups_now(&client, &settings)
+        .await
+        .unwrap();
+    assert_eq!(
+        text(
+            &client,
+            "SELECT sum(bytes), sum(cost_usd), sum(records) FROM netmeter.flows_per_minute FINAL"
+        )
+        .await,
+        "1324\t0.875\t3\n",
+        "the rollups take the rows of both versions"
     );
     assert!(
         schema::migrate(&client, &settings).await.unwrap().is_noop(),
@@ -902,6 +1018,6 @@ async fn migrating_an_empty_server_matches_the_ddl() {
         "a database created from the DDL is current for the sink"
     );
     let printed = schema::ddl(&SchemaSettings::default(), None);
-    assert!(printed.starts_with("-- netmeter schema version 3, database netmeter\n\nCREATE DATABASE IF NOT EXISTS netmeter;\n"), "{printed}");
+    assert!(printed.starts_with("-- netmeter schema version 4, database netmeter\n\nCREATE DATABASE IF NOT EXISTS netmeter;\n"), "{printed}");
     stack.stop();
 }

@@ -11,7 +11,9 @@
 //!   are). A static host is on a node if the rules file names that node (`node`: the collector's
 //!   `NETMETER_NODE_NAME`). The local endpoint's node is its owner's, else the observing node.
 //!   Addresses of the node itself (node processes, hostNetwork pods) are attributed to the node
-//!   and flagged `host_network`.
+//!   and flagged `host_network`. `local_initiated`: the local endpoint is the source (the
+//!   original tuple's, i.e. it opened the connection). `local_instance_type`: the instance type
+//!   of the local endpoint's node as the inventory's node object gives it, else empty.
 //! - **Records**: `out` carries what the local endpoint sent, `in` what it received; a direction
 //!   with no packets yields no record. Both-local (same node) connections are recorded once,
 //!   from the source's side.
@@ -274,6 +276,7 @@ impl Enricher {
             region: or(node_place.region, &self.place.region),
             ..node_place
         };
+        let node_instance_type = observing_node.map_or("", |n| n.instance_type.as_str());
         let interval_seconds = (end.saturating_sub(start) + 500) / 1000;
         let id_prefix = IdPrefix::new(batch);
         let mut totals = Enriched::default();
@@ -315,6 +318,16 @@ impl Enricher {
                 }
                 None => node_place,
             };
+            // Almost every local endpoint is on the observing node: a string comparison, and a
+            // lookup only for the others (a pod elsewhere that talks to a public address).
+            let local_instance_type = if local_place.node == node_name {
+                node_instance_type
+            } else {
+                inputs
+                    .history
+                    .node(local_place.node)
+                    .map_or("", |n| n.instance_type.as_str())
+            };
             let remote = self.label(inputs, remote_ip, remote_owner);
             let (class, price) = self.classify(inputs, &local_place, &remote);
             let mut local =
@@ -351,6 +364,8 @@ impl Enricher {
                     protocol: protocol_name(delta.protocol),
                     class: class.name(),
                     local,
+                    local_initiated: local_is_src,
+                    local_instance_type,
                     remote: remote_view,
                     remote_service: service,
                     remote_network: network,

@@ -128,9 +128,13 @@ hosts:
 }
 
 fn run_batch(b: &ConntrackBatch) -> Result<Vec<Flow>, DeltaError> {
-    let (enricher, history) = (enricher(), history());
+    run_batch_with(&history(), b)
+}
+
+fn run_batch_with(history: &IpOwnerHistory, b: &ConntrackBatch) -> Result<Vec<Flow>, DeltaError> {
+    let enricher = enricher();
     let inputs = Inputs {
-        history: &history,
+        history,
         cloud: ranges(),
     };
     let mut out = Vec::new();
@@ -223,6 +227,110 @@ fn same_zone_and_cross_zone_pods() {
             f.interval_seconds
         ),
         ("prod", "tcp", T, 10)
+    );
+}
+
+/// [`history`] with node-a and node-c as the Kubernetes index builds them from the test
+/// cluster's nodes (`tests/src/cluster.rs`: instance type m6i.large); node-c is relabelled
+/// r6i.xlarge, so that whose node an instance type comes from shows.
+fn history_with_instance_types() -> IpOwnerHistory {
+    let mut h = history();
+    for (name, zone, ip, relabel) in [
+        ("node-a", "ap-northeast-2a", "10.77.0.1", None),
+        ("node-c", "ap-northeast-2c", "10.77.0.3", Some("r6i.xlarge")),
+    ] {
+        let mut node = netmeter_tests::cluster::node(name, "ap-northeast-2", zone, ip);
+        if let Some(instance_type) = relabel {
+            node["metadata"]["labels"]["node.kubernetes.io/instance-type"] = instance_type.into();
+        }
+        let owner = crate::kubernetes::node_owner(&serde_json::from_value(node).unwrap());
+        h.record(Tenure {
+            ip: ip.parse().unwrap(),
+            uid: format!("uid-{name}"),
+            start_ms: 0,
+            end_ms: None,
+            owner: Arc::new(owner),
+        });
+    }
+    h
+}
+
+/// Who the local end of each record is: (direction, local pod or node, initiated, instance type).
+fn local_sides(records: &[Flow]) -> Vec<(&str, &str, bool, &str)> {
+    records
+        .iter()
+        .map(|f| {
+            (
+                f.direction.as_str(),
+                or(&f.local_pod, &f.local_node),
+                f.local_initiated,
+                f.local_instance_type.as_str(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_client_side_initiated_and_each_side_has_its_nodes_instance_type() {
+    let h = history_with_instance_types();
+    let on = |node: &str, d: ConnectionDelta| {
+        run_batch_with(&h, &batch(node, "c1", 1, T, T + 10_000, vec![d])).unwrap()
+    };
+    // web-1 (node-a) opens a connection to db-0 (node-c): each node records its own side.
+    let web_to_db = || big("10.0.0.5", "10.0.2.5");
+    assert_eq!(
+        local_sides(&on("node-a", web_to_db())),
+        [
+            ("out", "web-1", true, "m6i.large"),
+            ("in", "web-1", true, "m6i.large")
+        ]
+    );
+    assert_eq!(
+        local_sides(&on("node-c", web_to_db())),
+        [
+            ("out", "db-0", false, "r6i.xlarge"),
+            ("in", "db-0", false, "r6i.xlarge")
+        ],
+        "the server's side: db-0 sent the replies and did not open the connection"
+    );
+    // Through a Service DNAT, seen on the backend's node: the backend did not open it either.
+    let mut via_service = big("10.0.0.5", "10.96.0.10");
+    let reply = via_service.reply.as_mut().unwrap();
+    reply.src = vec![10, 0, 2, 5];
+    reply.src_port = 5432;
+    via_service.nat = true;
+    assert_eq!(
+        local_sides(&on("node-c", via_service))[0],
+        ("out", "db-0", false, "r6i.xlarge")
+    );
+    // An internet client connecting to web-1; web-1 calling S3.
+    assert_eq!(
+        local_sides(&on("node-a", big("203.0.113.7", "10.0.0.5")))[0],
+        ("out", "web-1", false, "m6i.large")
+    );
+    assert_eq!(
+        local_sides(&on("node-a", big("10.0.0.5", "3.5.140.7")))[0],
+        ("out", "web-1", true, "m6i.large")
+    );
+    // A pod of another node seen here (its traffic to the internet routed through node-a):
+    // the instance type is its own node's.
+    assert_eq!(
+        local_sides(&on("node-a", big("10.0.2.5", "203.0.113.9")))[0],
+        ("out", "db-0", true, "r6i.xlarge")
+    );
+    // The node's own address, and an address only the collector knows to be the node's.
+    let mut unknown = big("192.168.7.7", "203.0.113.9");
+    unknown.node_endpoint = true;
+    for d in [big("10.77.0.1", "10.0.2.5"), unknown] {
+        assert_eq!(
+            local_sides(&on("node-a", d))[0],
+            ("out", "node-a", true, "m6i.large")
+        );
+    }
+    // node-b's object has no instance type label: empty, not guessed from the other nodes.
+    assert_eq!(
+        local_sides(&on("node-b", big("10.0.1.5", "10.0.2.5")))[0],
+        ("out", "api-1", true, "")
     );
 }
 
@@ -429,9 +537,10 @@ fn unknown_places_are_unknown_not_guessed() {
         (
             r[0].class.as_str(),
             r[0].local_node.as_str(),
-            r[0].local_region.as_str()
+            r[0].local_region.as_str(),
+            r[0].local_instance_type.as_str()
         ),
-        ("VPC", "node-z", "ap-northeast-2")
+        ("VPC", "node-z", "ap-northeast-2", "")
     );
 }
 
@@ -655,6 +764,11 @@ fn a_static_host_on_the_observing_node_is_local_even_as_the_destination() {
     for f in &r {
         assert_eq!(ends(f), "search us-east-1c search-vm -> cart us-east-1b ");
         assert_eq!((f.local_port, f.remote_port), (9200, 52_000));
+        assert!(!f.local_initiated, "cart opened the connection");
+        assert_eq!(
+            f.local_instance_type, "",
+            "no Kubernetes node, no instance type"
+        );
     }
     // The same connection seen on cart's machine: cart is the source, search is remote on
     // its node.
@@ -667,6 +781,7 @@ fn a_static_host_on_the_observing_node_is_local_even_as_the_destination() {
         ends(&seen_by_cart[0]),
         "cart us-east-1b cart-vm -> search us-east-1c search-vm"
     );
+    assert!(seen_by_cart[0].local_initiated);
 }
 
 #[test]

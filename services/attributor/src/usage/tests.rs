@@ -81,6 +81,8 @@ fn flow<'a>(
         protocol: "tcp",
         class: class.name(),
         local,
+        local_initiated: true,
+        local_instance_type: "",
         remote: EndpointView {
             zone: remote_zone,
             ..endpoint("", "", "")

@@ -9,6 +9,13 @@
 //! Everything downstream (deduplication by record id, replays, rollups) is the same as for the
 //! sink, because it happens in `flows`.
 //!
+//! [`create_kafka_engine`] creates what is missing and never changes what exists, so a
+//! `flows_kafka` made by an older sink keeps its columns: its view goes on filling `flows`, and a
+//! column added to `flows` since (schema version 4: `local_initiated`, `local_instance_type`)
+//! reads false or "" there. Carrying the new fields takes the current `flow.proto` on the server
+//! and dropping `flows_kafka_mv`, `flows_kafka_errors_mv` and `flows_kafka` before creating them
+//! again; ClickHouse's consumer group keeps its offsets.
+//!
 //! The format schema file must be on the ClickHouse server: in `format_schema_path`
 //! (`/var/lib/clickhouse/format_schemas/` by default) for the default `flow.proto:Flow`, written
 //! by [`write_format_schema`] or copied from `proto/netmeter/flow.proto`. clickhouse-local (our
@@ -18,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use netmeter_proto::{SCHEMA_HEADER, Schema};
 
+use super::migrations::SCHEMA_VERSION;
 use super::tables::{escape, flow_columns};
 use super::{SchemaError, SchemaSettings, execute};
 
@@ -163,7 +171,7 @@ fn conversion(column: &str, ty: &str) -> String {
 
 /// `flows` columns that are written (not the MATERIALIZED `interval_start`).
 fn written_columns() -> Vec<(String, &'static str)> {
-    flow_columns(true)
+    flow_columns(SCHEMA_VERSION)
         .into_iter()
         .filter(|c| !c.extra.starts_with("MATERIALIZED"))
         .map(|c| (c.name, c.ty))

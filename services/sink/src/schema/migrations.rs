@@ -12,7 +12,7 @@ use super::rollups::{Rollup, recompute_window_days};
 use super::tables;
 
 /// The schema version this sink writes and expects.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// One step of the schema.
 pub struct Migration {
@@ -50,6 +50,11 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "per-minute and per-hour rollups",
         statements: v3,
+    },
+    Migration {
+        version: 4,
+        description: "flows.local_initiated and flows.local_instance_type",
+        statements: v4,
     },
 ];
 
@@ -173,6 +178,18 @@ fn v3(settings: &SchemaSettings) -> Vec<String> {
     statements
 }
 
+/// Rows written before read false and "", which is also what a record from an older attributor
+/// carries. Not rollup dimensions: a rollup row per initiator and instance type would multiply
+/// the rollups for questions `flows` answers.
+const V4: &[&str] = &[
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS local_initiated Bool AFTER local_host_network",
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS local_instance_type LowCardinality(String) AFTER local_initiated",
+];
+
+fn v4(settings: &SchemaSettings) -> Vec<String> {
+    V4.iter().map(|s| substitute(s, settings)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,16 +202,46 @@ mod tests {
     }
 
     #[test]
-    fn version_1_is_the_current_flows_table_without_remote_network_and_indexes() {
+    fn version_1_is_the_current_flows_table_without_what_later_versions_added() {
         let settings = SchemaSettings::default();
         let mut v1_table = tables::flows(&settings);
-        v1_table.columns = tables::flow_columns(false);
+        v1_table.columns = tables::flow_columns(1);
         v1_table.indexes.clear();
         assert_eq!(
             v1(&settings),
             vec![v1_table.create(&settings.database)],
-            "version 1 renders like the current table minus what version 2 added"
+            "version 1 renders like the current table minus what versions 2 and 4 added"
         );
+    }
+
+    #[test]
+    fn version_4_adds_the_current_columns_in_their_places() {
+        let settings = SchemaSettings::default();
+        let current = tables::flow_columns(4);
+        let before: Vec<String> = tables::flow_columns(3)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let added: Vec<String> = current
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !before.contains(&c.name))
+            .map(|(i, c)| {
+                format!(
+                    "ALTER TABLE netmeter.flows ADD COLUMN IF NOT EXISTS {} AFTER {}",
+                    c.definition(),
+                    current[i - 1].name
+                )
+            })
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "ALTER TABLE netmeter.flows ADD COLUMN IF NOT EXISTS local_initiated Bool AFTER local_host_network",
+                "ALTER TABLE netmeter.flows ADD COLUMN IF NOT EXISTS local_instance_type LowCardinality(String) AFTER local_initiated",
+            ]
+        );
+        assert_eq!(v4(&settings), added);
     }
 
     #[test]

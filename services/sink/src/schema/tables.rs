@@ -3,6 +3,7 @@
 //! renders it, and [`super::migrate`] compares the live database against it.
 
 use super::SchemaSettings;
+use super::migrations::SCHEMA_VERSION;
 use super::rollups;
 
 /// Days a rollup change mark is kept: a refresh that has not succeeded for longer loses marks,
@@ -148,8 +149,9 @@ fn endpoint_columns(side: &str) -> Vec<Column> {
     ]
 }
 
-/// The columns of `flows`; `remote_network` arrived in schema version 2.
-pub(crate) fn flow_columns(with_remote_network: bool) -> Vec<Column> {
+/// The columns of `flows` at schema `version`: `remote_network` arrived in version 2,
+/// `local_initiated` and `local_instance_type` in version 4.
+pub(crate) fn flow_columns(version: u32) -> Vec<Column> {
     const LC: &str = "LowCardinality(String)";
     let mut columns = vec![
         Column::new("record_id", "UUID", ""),
@@ -173,9 +175,16 @@ pub(crate) fn flow_columns(with_remote_network: bool) -> Vec<Column> {
         Column::new("class", LC, ""),
     ];
     columns.extend(endpoint_columns("local"));
+    // Beside the local endpoint they describe, as in `flow.proto` (fields 22-23).
+    if version >= 4 {
+        columns.extend([
+            Column::new("local_initiated", "Bool", ""),
+            Column::new("local_instance_type", LC, ""),
+        ]);
+    }
     columns.extend(endpoint_columns("remote"));
     columns.push(Column::new("remote_service", LC, ""));
-    if with_remote_network {
+    if version >= 2 {
         columns.push(Column::new("remote_network", LC, ""));
     }
     columns.extend([
@@ -233,7 +242,7 @@ pub(crate) fn flows_ttl(ttl_days: u32) -> String {
 pub(crate) fn flows(settings: &SchemaSettings) -> Table {
     Table {
         name: "flows",
-        columns: flow_columns(true),
+        columns: flow_columns(SCHEMA_VERSION),
         indexes: flow_indexes(),
         engine: FLOWS_ENGINE.into(),
         ttl: Some(flows_ttl(settings.ttl_days)),
