@@ -37,7 +37,6 @@ pub mod pipeline;
 pub mod process;
 pub mod prometheus;
 pub mod records;
-pub mod report;
 pub mod secure_broker;
 pub mod service;
 pub mod stack;

@@ -6,11 +6,12 @@
 //! the dollars the README's rules promise. Needs root.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use netmeter_report::{Connection, Options, TimeRange};
 
 use netmeter_tests::ledger::{self, Key, Ledger};
 use netmeter_tests::pipeline::{self, Metered};
-use netmeter_tests::report;
 use netmeter_tests::traffic::{self, Traffic};
 
 const CLUSTER: &str = "accuracy";
@@ -40,6 +41,7 @@ fn line<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_direction_and_class() {
     let dir = tempfile::tempdir().unwrap();
+    let started = SystemTime::now();
     let Metered {
         stack: _stack,
         cluster,
@@ -167,30 +169,54 @@ async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_directio
         "short connections end (DESTROY) before the last dump"
     );
 
-    // The demo's answers agree with the ledger: bytes by class, each side.
-    let questions = report::questions(pipeline::DATABASE, CLUSTER, "1970-01-01 00:00:00");
-    let by_class = report::query(&client, &questions[0].sql).await.unwrap();
+    // `netmeter report` agrees with the ledger: bytes by class, each side. Within a node only
+    // the source records a connection; the report counts its other endpoint too (what one sent
+    // the other received), so the ledger's INTRA_NODE lines count on both sides here.
+    let connection = Connection::new(
+        &pipeline.launcher.endpoints().clickhouse_url,
+        "default",
+        "",
+        pipeline::DATABASE,
+    );
+    let mut options = Options::new(TimeRange::new(started, SystemTime::now()).unwrap());
+    options.filters.cluster = Some(CLUSTER.into());
+    let report = netmeter_report::build(&connection, &options).await.unwrap();
+    let by_class = report.table("overview", "by_class").unwrap();
+    let (sent, received) = (
+        by_class.index("sent_bytes").unwrap(),
+        by_class.index("received_bytes").unwrap(),
+    );
     let mut from_report: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for row in &by_class.rows {
-        if row[0] != "MULTICAST" {
+        let class = row[0].as_str().unwrap();
+        if class != "MULTICAST" {
             from_report.insert(
-                row[0].clone(),
-                (row[1].parse().unwrap(), row[2].parse().unwrap()),
+                class.to_string(),
+                (row[sent].as_u64().unwrap(), row[received].as_u64().unwrap()),
             );
         }
     }
     let mut from_ledger: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (k, t) in expected {
         let entry = from_ledger.entry(k.class.clone()).or_default();
-        if k.direction == "out" {
+        let out = k.direction == "out";
+        if out || k.class == "INTRA_NODE" {
             entry.0 += t.bytes;
-        } else {
+        }
+        if !out || k.class == "INTRA_NODE" {
             entry.1 += t.bytes;
         }
     }
     assert_eq!(from_report, from_ledger);
-    let receivers = report::query(&client, &questions[3].sql).await.unwrap();
-    assert_eq!(receivers.column("workload"), ["observability/logs"]);
+    let workloads = report.table("initiators", "workloads").unwrap();
+    let role = workloads.index("role").unwrap();
+    let receivers: Vec<&str> = workloads
+        .rows
+        .iter()
+        .filter(|r| r[role] == "only receives")
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(receivers, ["observability/logs"]);
 
     // The nodes' own multicast (IGMP/MLD reports) is classed MULTICAST and free, never INTERNET.
     let internet_elsewhere = netmeter_tests::clickhouse::query_text(

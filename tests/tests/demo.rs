@@ -58,11 +58,17 @@ fn e2e_demo_keep_leaves_the_metered_cluster_running_and_stop_ends_everything() {
     for expected in [
         "exact to the byte",
         "latency from bytes sent to queryable",
-        "== Bytes and dollars by class ==",
-        "== Top workload pairs across zones ==",
-        "== Egress to cloud services and the internet, per workload ==",
-        "== Workloads that only receive ==",
+        "netmeter report: ",
+        "1. Overview",
+        "2. Cross-zone and cross-region traffic",
+        "3. Cloud services and the internet",
+        "4. Who opens connections",
+        "5. Load balance across replicas",
+        "6. Node throughput",
+        "7. Cost by namespace and workload",
         "FROM netmeter.flows FINAL",
+        "only receives",
+        "report.html",
         "Left running",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in the output");

@@ -13,16 +13,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use netmeter_report::render::{self, TerminalStyle, human_bytes};
+use netmeter_report::{Connection, Options, TimeRange, html};
 use netmeter_tests::kernel::KernelCounters;
 use netmeter_tests::minicluster::{MiniCluster, NODES};
 use netmeter_tests::pipeline::{self, Pipeline, Settings};
-use netmeter_tests::process::{Lifetime, ManagedProcess, signal};
+use netmeter_tests::process::{Lifetime, ManagedProcess, is_alive, signal};
 use netmeter_tests::records::now_ms;
-use netmeter_tests::report::{self, human_bytes};
 use netmeter_tests::traffic::{self, Event, Sent, Traffic};
 use netmeter_tests::{interrupt, ledger, local_stack};
 
@@ -120,8 +121,8 @@ fn stop_holder(dir: &Path) -> anyhow::Result<()> {
     if let Some(pid) = running_holder(dir) {
         println!("stopping the demo left running (pid {pid})");
         signal(pid, libc::SIGTERM);
-        let gone =
-            netmeter_tests::wait_until(Duration::from_secs(60), || running_holder(dir).is_none());
+        // Until the process is gone, not its pid file: it removes that before it tears down.
+        let gone = netmeter_tests::wait_until(Duration::from_secs(60), || !is_alive(pid));
         if !gone {
             bail!(
                 "the demo (pid {pid}) did not stop within 60 s; its log: {}",
@@ -310,33 +311,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "exact to the byte: {} connections on 3 nodes, {} lines of (node, workload pair, direction, class) equal to the kernel's counters, {} in total",
         traffic.log.len(),
         expected.len(),
-        human_bytes(ledger::total_bytes(expected)),
+        human_bytes(ledger::total_bytes(expected) as f64),
     ));
     progress.detail(&format!(
         "application bytes {} -> {} on the wire for the same connections: {:.1}% IP/TCP/UDP header overhead",
-        human_bytes(application),
-        human_bytes(wire),
+        human_bytes(application as f64),
+        human_bytes(wire as f64),
         (wire as f64 / application as f64 - 1.0) * 100.0
     ));
     progress.detail(&latency_line(&latencies, &pipeline));
 
-    progress.step(6, "the answers");
-    let since = humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + Duration::from_millis(since_ms - since_ms % 1000),
-    )
-    .to_string()
-    .replace('T', " ")
-    .trim_end_matches('Z')
-    .to_string();
-    for question in report::questions(pipeline::DATABASE, CLUSTER, &since) {
-        let table = runtime.block_on(report::query(&client, &question.sql))?;
-        println!("\n== {} ==\n{}", question.title, report::render(&table));
-        println!("  {}\n", question.note);
-        for line in question.sql.lines() {
-            println!("    {line}");
-        }
-    }
+    progress.step(6, "the answers: netmeter report");
+    let clickhouse_url = pipeline.launcher.endpoints().clickhouse_url.clone();
+    let connection = Connection::new(&clickhouse_url, "default", "", pipeline::DATABASE);
+    let mut options = Options::new(TimeRange::new(
+        UNIX_EPOCH + Duration::from_millis(since_ms),
+        SystemTime::now(),
+    )?);
+    options.filters.cluster = Some(CLUSTER.into());
+    let report = runtime.block_on(netmeter_report::build(&connection, &options))?;
     println!();
+    print!("{}", render::terminal(&report, &TerminalStyle::default()));
+    let page = dir.join("report.html");
+    std::fs::write(&page, html::render(&report))?;
+    println!(
+        "\nThe same report as one self-contained page (opens offline): {}",
+        page.display()
+    );
+    println!(
+        "Again, or over another range: netmeter report --clickhouse-url {clickhouse_url} --cluster {CLUSTER} --since 15m [--html FILE] [--format json|csv]\n"
+    );
 
     if cli.keep {
         hold(cli, &pipeline, &cluster)?;
