@@ -2,7 +2,8 @@
 //!
 //! - [`raw`]: the raw topic, one [`raw::ConntrackBatch`] per Kafka message.
 //! - [`flows`]: the enriched topic, length-delimited [`flows::Flow`] records per Kafka message;
-//!   [`FlowView`] writes the same bytes from borrowed strings.
+//!   [`FlowView`] writes the same bytes from borrowed strings. [`flow_fields`] lists the
+//!   record's fields (generated from `flow.proto`), for every copy of them to follow.
 //! - [`inventory`]: the inventory topic, one [`inventory::IpTenure`] per Kafka message.
 //! - The dead-letter topic carries the original message value unchanged, with headers that
 //!   say where it came from and why it was rejected ([`DEAD_LETTER_REASON_HEADER`], ...).
@@ -28,6 +29,7 @@ pub mod inventory {
     include!(concat!(env!("OUT_DIR"), "/netmeter.inventory.v1.rs"));
 }
 
+pub mod flow_fields;
 mod flow_view;
 pub use flow_view::{EncodedEndpoints, EndpointView, FlowView};
 

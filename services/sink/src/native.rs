@@ -371,6 +371,53 @@ mod tests {
     }
 
     #[test]
+    fn columns_are_the_proto_fields_with_their_types() {
+        let columns: Vec<(&str, &str)> = COLUMNS
+            .iter()
+            .map(|(name, cell)| (*name, cell.ty()))
+            .collect();
+        let wrong = crate::schema::proto_fields::type_mismatches(
+            "the Native columns (services/sink/src/native.rs, COLUMNS)",
+            &columns,
+            crate::schema::proto_fields::column_types,
+        );
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// A fixed-width column writes as many bytes per row as its type takes, so the `FlowRow`
+    /// field it reads has that type.
+    #[test]
+    fn fixed_columns_write_the_width_of_their_type() {
+        let row = FlowRow::try_from(netmeter_proto::flows::Flow {
+            record_id: uuid::Uuid::nil().to_string(),
+            local_ip: "10.0.0.1".into(),
+            remote_ip: "10.0.0.2".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        for (name, cell) in &COLUMNS {
+            let Cell::Fixed(ty, put) = cell else { continue };
+            let width = match *ty {
+                "Bool" => 1,
+                "UInt16" => 2,
+                "UInt32" => 4,
+                "UInt64" | "Float64" => 8,
+                "UUID" | "IPv6" => 16,
+                other => panic!("Native column {name}: no width known for {other}"),
+            };
+            let mut out = Vec::new();
+            put(&row, &mut out);
+            assert_eq!(
+                out.len(),
+                width,
+                "Native column {name} is {ty} but writes {} bytes: FlowRow.{name} has another \
+                 type (services/sink/src/native.rs, services/sink/src/row.rs)",
+                out.len()
+            );
+        }
+    }
+
+    #[test]
     fn a_block_is_laid_out_as_clickhouse_reads_it() {
         let row = |app: &str| {
             FlowRow::try_from(netmeter_proto::flows::Flow {

@@ -183,6 +183,17 @@ mod tests {
     }
 
     #[test]
+    fn the_columns_are_the_proto_fields() {
+        // The names the `clickhouse` crate derives (what an insert of `FlowRow` would send); the
+        // types are held to the proto's by the Native columns that write them (`native.rs`).
+        let wrong = crate::schema::proto_fields::name_mismatches(
+            "FlowRow (services/sink/src/row.rs)",
+            <FlowRow as clickhouse::Row>::COLUMN_NAMES,
+        );
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let bad = |f: Flow| FlowRow::try_from(f).unwrap_err().to_string();
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The Kafka-engine path: ClickHouse reads `<prefix>flows.v1` itself, instead of the sink.
 //!
 //! `flows_kafka` (engine Kafka, format `Protobuf` with `flow.proto` as the format schema) holds
-//! the wire fields with the types the Protobuf format reads; `flows_kafka_mv` converts them into
+//! the wire fields with the types the Protobuf format reads, one column per field of the
+//! descriptor ([`netmeter_proto::flow_fields::ALL`]); `flows_kafka_mv` converts them into
 //! `flows` rows (ids to UUID, addresses to IPv6, IPv4 mapped). A message ClickHouse cannot parse,
 //! one without the `netmeter-schema: flows.v1` header, or a record whose id or addresses do not
 //! parse, never reaches `flows`: `flows_kafka_errors_mv` keeps it in `flows_kafka_errors` with the
@@ -23,6 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
+use netmeter_proto::flow_fields::{self, FieldType};
 use netmeter_proto::{SCHEMA_HEADER, Schema};
 
 use super::migrations::SCHEMA_VERSION;
@@ -145,17 +147,15 @@ pub async fn create_kafka_engine(
     Ok(())
 }
 
-/// The wire type ClickHouse's Protobuf format reads each `flows` column from.
-fn wire_type(column: &str, ty: &str) -> &'static str {
-    match (column, ty) {
-        (_, "UUID" | "IPv6" | "String" | "LowCardinality(String)") => "String",
-        // proto3 has no 16-bit integers.
-        (_, "UInt16") => "UInt32",
-        (_, "UInt32") => "UInt32",
-        (_, "UInt64") => "UInt64",
-        (_, "Float64") => "Float64",
-        (_, "Bool") => "Bool",
-        (column, ty) => unreachable!("no wire type for {column} {ty}"),
+/// The column type ClickHouse's Protobuf format reads a field of type `ty` into: the value as
+/// it is on the wire (ids and addresses as text, ports as UInt32); `flows_kafka_mv` converts.
+fn wire_type(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "String",
+        FieldType::Bool => "Bool",
+        FieldType::Uint32 => "UInt32",
+        FieldType::Uint64 => "UInt64",
+        FieldType::Double => "Float64",
     }
 }
 
@@ -208,9 +208,9 @@ fn rejection(header: &str) -> String {
 pub(crate) fn statements(settings: &SchemaSettings, kafka: &KafkaEngineSettings) -> Vec<String> {
     let db = &settings.database;
     let columns = written_columns();
-    let wire: Vec<String> = columns
+    let wire: Vec<String> = flow_fields::ALL
         .iter()
-        .map(|(name, ty)| format!("    {name} {}", wire_type(name, ty)))
+        .map(|field| format!("    {} {}", field.name, wire_type(field.ty)))
         .collect();
     let mut table_settings = vec![
         ("kafka_broker_list".to_string(), kafka.brokers().to_string()),
@@ -283,13 +283,7 @@ mod tests {
         let settings = SchemaSettings::default();
         let kafka = KafkaEngineSettings::new("kafka:9092", "netmeter.flows.v1");
         let sql = &statements(&settings, &kafka)[0];
-        for field in netmeter_proto::FLOW_PROTO
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.ends_with(';') && l.contains(" = ") && !l.starts_with("syntax"))
-            .map(|l| l.split_whitespace().nth(1).unwrap())
-            .filter(|f| *f != "netmeter.flows.v1;")
-        {
+        for field in flow_fields::ALL.iter().map(|f| f.name) {
             assert!(
                 sql.contains(&format!("    {field} ")),
                 "{field} missing:\n{sql}"
@@ -297,6 +291,24 @@ mod tests {
         }
         assert!(sql.contains("kafka_broker_list = 'kafka:9092'"), "{sql}");
         assert!(sql.contains("kafka_schema = 'flow.proto:Flow'"), "{sql}");
+    }
+
+    #[test]
+    fn the_kafka_table_reads_every_field_as_its_wire_type() {
+        let settings = SchemaSettings::default();
+        let kafka = KafkaEngineSettings::new("kafka:9092", "netmeter.flows.v1");
+        let table = &statements(&settings, &kafka)[0];
+        let body = &table[table.find("(\n").unwrap() + 2..table.find("\n)").unwrap()];
+        let columns: Vec<(&str, &str)> = body
+            .lines()
+            .map(|l| l.trim().trim_end_matches(',').split_once(' ').unwrap())
+            .collect();
+        let wrong = crate::schema::proto_fields::type_mismatches(
+            "the Kafka-engine table flows_kafka (services/sink/src/schema/kafka_engine.rs)",
+            &columns,
+            |field| vec![wire_type(field.ty)],
+        );
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

@@ -244,6 +244,95 @@ mod tests {
         assert_eq!(v4(&settings), added);
     }
 
+    /// The `flows` columns (name, definition) that migrations 1 to `version` leave, as
+    /// ClickHouse would: version 1's `CREATE TABLE`, then each `ADD COLUMN ... AFTER` in place.
+    fn flows_columns_migrated_to(version: u32) -> Vec<(String, String)> {
+        let settings = SchemaSettings::default();
+        let mut columns: Vec<(String, String)> = Vec::new();
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= version) {
+            for statement in migration.statements(&settings) {
+                if let Some(create) =
+                    statement.strip_prefix("CREATE TABLE IF NOT EXISTS netmeter.flows\n(\n")
+                {
+                    let body = &create[..create.find("\n)").expect("a CREATE TABLE ends with )")];
+                    columns.extend(body.lines().map(|line| {
+                        let definition = line.trim().trim_end_matches(',');
+                        let name = definition.split(' ').next().unwrap_or_default();
+                        (name.to_string(), definition.to_string())
+                    }));
+                } else if let Some(add) =
+                    statement.strip_prefix("ALTER TABLE netmeter.flows ADD COLUMN IF NOT EXISTS ")
+                {
+                    let (definition, after) = add
+                        .rsplit_once(" AFTER ")
+                        .expect("a column is added in its place (AFTER)");
+                    let name = definition.split(' ').next().unwrap_or_default();
+                    let at = columns
+                        .iter()
+                        .position(|(c, _)| c == after)
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "migration {} adds {name} after {after}, which flows lacks",
+                                migration.version
+                            )
+                        });
+                    columns.insert(at + 1, (name.to_string(), definition.to_string()));
+                } else {
+                    assert!(
+                        !statement.contains(" COLUMN "),
+                        "this test does not follow `{statement}`: netmeter only adds columns"
+                    );
+                }
+            }
+        }
+        columns
+    }
+
+    #[test]
+    fn the_migrations_create_the_flows_columns_of_every_version() {
+        let mut wrong = Vec::new();
+        for version in 1..=SCHEMA_VERSION {
+            let migrated = flows_columns_migrated_to(version);
+            let current: Vec<(String, String)> = tables::flow_columns(version)
+                .iter()
+                .map(|c| (c.name.clone(), c.definition()))
+                .collect();
+            for (name, definition) in &current {
+                match migrated.iter().find(|(m, _)| m == name) {
+                    None => wrong.push(format!(
+                        "flows column `{definition}` is in tables::flow_columns({version}) but no \
+                         migration up to version {version} adds it (services/sink/src/schema/\
+                         migrations.rs; gate the column on the version whose migration adds it)"
+                    )),
+                    Some((_, migrated)) if migrated != definition => wrong.push(format!(
+                        "migrations up to version {version} make flows column `{migrated}`, but \
+                         tables::flow_columns({version}) says `{definition}`"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for (name, definition) in &migrated {
+                if !current.iter().any(|(c, _)| c == name) {
+                    wrong.push(format!(
+                        "migrations up to version {version} add flows column `{definition}`, \
+                         which tables::flow_columns({version}) lacks"
+                    ));
+                }
+            }
+            if wrong.is_empty() && migrated != current {
+                wrong.push(format!(
+                    "migrations up to version {version} put the flows columns in another order \
+                     than tables::flow_columns({version}): {:?}",
+                    migrated.iter().map(|(name, _)| name).collect::<Vec<_>>()
+                ));
+            }
+            if !wrong.is_empty() {
+                break; // the first version that disagrees says it; later ones repeat it
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
     #[test]
     fn every_placeholder_is_substituted() {
         let settings = SchemaSettings::default();

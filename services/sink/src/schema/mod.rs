@@ -54,10 +54,20 @@
 //! one: a missing table, view, column or index is created, a changed TTL or rollup window is
 //! applied, and a column of another type stops the sink with an error naming it. Nothing is ever
 //! dropped or retyped. All statements are idempotent, so two sinks starting at once are safe.
+//!
+//! # `flow.proto` is the source of truth
+//!
+//! The `flows` columns are `flow.proto`'s fields, typed by the mapping in `proto_fields.rs`
+//! (with its exceptions, each justified); tests hold the DDL, the migrations, the Native
+//! columns, `FlowRow` and the Kafka-engine table to the descriptor, and name any field one of
+//! them misses. Adding a field: `flow.proto`, the place that fills it, a column in
+//! `tables::flow_columns` gated on a new schema version, and that version's migration.
 
 pub mod kafka_engine;
 mod migrate;
 pub mod migrations;
+#[cfg(test)]
+pub(crate) mod proto_fields;
 pub mod rollups;
 pub(crate) mod tables;
 

@@ -366,3 +366,28 @@ pub(crate) fn views(settings: &SchemaSettings) -> Vec<View> {
     views.extend(all.iter().map(|r| r.refresh_view(settings)));
     views
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::proto_fields;
+
+    #[test]
+    fn the_flows_columns_are_the_proto_fields_with_their_types() {
+        let flows = flow_columns(SCHEMA_VERSION);
+        let columns: Vec<(&str, &str)> = flows.iter().map(|c| (c.name.as_str(), c.ty)).collect();
+        let wrong = proto_fields::type_mismatches(
+            "the flows DDL (services/sink/src/schema/tables.rs, flow_columns)",
+            &columns,
+            proto_fields::column_types,
+        );
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        for (name, _) in proto_fields::COMPUTED_COLUMNS {
+            let column = flows.iter().find(|c| c.name == name).unwrap();
+            assert!(
+                column.extra.starts_with("MATERIALIZED"),
+                "{name} is computed by ClickHouse, not written"
+            );
+        }
+    }
+}
