@@ -42,6 +42,12 @@ pub const DEAD_LETTER_REASON_HEADER: &str = "netmeter-dead-letter-reason";
 pub const DEAD_LETTER_SERVICE_HEADER: &str = "netmeter-dead-letter-service";
 pub const DEAD_LETTER_SOURCE_HEADER: &str = "netmeter-dead-letter-source";
 
+/// Kafka header of flow messages that are not the default protobuf: `netmeter-encoding: json`
+/// (the attributor's `--output-format json`, the sink's dead letters of rows ClickHouse refused).
+pub const ENCODING_HEADER: &str = "netmeter-encoding";
+/// The [`ENCODING_HEADER`] value of newline-delimited JSON.
+pub const JSON_ENCODING: &[u8] = b"json";
+
 /// Default prefix of every topic name; configurable per deployment.
 pub const DEFAULT_TOPIC_PREFIX: &str = "netmeter.";
 
@@ -114,6 +120,26 @@ impl DecodeError {
     }
 }
 
+/// The name of an IP protocol number, as flow records carry it (ClickHouse's `protocol`
+/// column) and as the services log it: the IANA keyword of the common protocols, else the
+/// number.
+pub fn protocol_name(protocol: u32) -> &'static str {
+    static NUMBERS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..256).map(|n: u32| n.to_string()).collect());
+    match protocol {
+        1 => "icmp",
+        2 => "igmp",
+        6 => "tcp",
+        17 => "udp",
+        33 => "dccp",
+        47 => "gre",
+        58 => "ipv6-icmp",
+        132 => "sctp",
+        n if n < 256 => &NUMBERS[n as usize],
+        _ => "invalid",
+    }
+}
+
 /// Encodes a raw batch as one Kafka message value.
 pub fn encode_batch(batch: &raw::ConntrackBatch) -> Vec<u8> {
     batch.encode_to_vec()
@@ -148,6 +174,14 @@ pub fn decode_flows(mut bytes: &[u8]) -> Result<Vec<flows::Flow>, DecodeError> {
 mod tests {
     use super::*;
     use raw::{AddressFamily, ConnectionDelta, ConntrackBatch, Tuple};
+
+    #[test]
+    fn protocols_have_their_iana_names_else_their_number() {
+        assert_eq!(protocol_name(6), "tcp");
+        assert_eq!(protocol_name(58), "ipv6-icmp");
+        assert_eq!(protocol_name(253), "253");
+        assert_eq!(protocol_name(300), "invalid");
+    }
 
     fn sample_batch() -> ConntrackBatch {
         ConntrackBatch {

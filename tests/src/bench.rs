@@ -144,7 +144,7 @@ pub fn clickhouse_launcher(beside: &Path) -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .context(
             "the bench needs the netmeter-stack binary (it hosts ClickHouse): run \
-             `cargo build -p netmeter-tests --bin netmeter-stack`, or set NETMETER_STACK_BIN",
+             `cargo build -p netmeter-stack`, or set NETMETER_STACK_BIN",
         )?;
     println!("ClickHouse launcher: {}", found.display());
     Ok(found)

@@ -3,13 +3,13 @@
 //! counters of ended connections from `conntrack -E -e DESTROY` events, watched from before the
 //! first connection, and the current counters of live ones from `conntrack -L`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::netns::{KernelEntry, conntrack_list, parse_conntrack_events};
 use crate::process::KilledOnDrop;
@@ -23,7 +23,7 @@ struct Watcher {
     node: String,
     ns: String,
     events: PathBuf,
-    _process: KilledOnDrop,
+    process: KilledOnDrop,
 }
 
 /// One connection as the kernel counted it on one node.
@@ -35,8 +35,14 @@ pub struct Counted {
     pub ended: bool,
 }
 
-/// How long `conntrack -E` needs to subscribe before it sees events.
-const SUBSCRIBE: Duration = Duration::from_millis(500);
+/// How long `conntrack -E` may take to subscribe to the kernel's events (milliseconds, usually).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a watcher may take to write the events of connections that just ended (it writes
+/// each as it reads it: microseconds, usually).
+const EVENTS_WRITTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the last TCP connections may take to leave the tables after the traffic ended: a
+/// second in the mini-cluster (`nf_conntrack_tcp_timeout_time_wait`, `_close`).
+const TCP_ENDED_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl KernelCounters {
     /// Starts watching `(node name, namespace)` pairs; events go to files under `dir`.
@@ -58,11 +64,57 @@ impl KernelCounters {
                 node: node.clone(),
                 ns: ns.clone(),
                 events,
-                _process: KilledOnDrop(child),
+                process: KilledOnDrop(child),
             });
         }
-        std::thread::sleep(SUBSCRIBE);
+        // Connections before the subscription would have no DESTROY event: wait for it.
+        for watcher in &watchers {
+            if !crate::wait_until(SUBSCRIBE_TIMEOUT, || watcher.subscribed()) {
+                crate::interrupt::check()?;
+                bail!(
+                    "`conntrack -E` in {} did not subscribe to conntrack events within \
+                     {SUBSCRIBE_TIMEOUT:?}",
+                    watcher.ns
+                );
+            }
+        }
         Ok(KernelCounters { watchers })
+    }
+
+    /// Waits until no TCP connection is left in the watched tables and every watcher has read
+    /// (and so written) the events the kernel sent it: from then on, every TCP connection made
+    /// so far has its final counters in the files. In the mini-cluster a closed connection
+    /// leaves its table a second after it closed; UDP entries stay until they time out, and are
+    /// read live.
+    pub fn wait_tcp_ended(&self) -> anyhow::Result<()> {
+        let mut open = Ok(Vec::new());
+        let ended = crate::wait_until(TCP_ENDED_TIMEOUT, || {
+            open = self.open_tcp();
+            open.as_ref().is_ok_and(Vec::is_empty) && self.watchers.iter().all(Watcher::caught_up)
+        });
+        if ended {
+            return Ok(());
+        }
+        crate::interrupt::check()?;
+        let open = open?;
+        bail!(
+            "after {TCP_ENDED_TIMEOUT:?}, {} TCP connections are still in the tables (or a watcher has \
+             not written their events): {open:#?}",
+            open.len()
+        )
+    }
+
+    /// The TCP entries of every watched table now.
+    fn open_tcp(&self) -> anyhow::Result<Vec<KernelEntry>> {
+        let mut open = Vec::new();
+        for watcher in &self.watchers {
+            open.extend(
+                conntrack_list(&watcher.ns)?
+                    .into_iter()
+                    .filter(|e| e.protocol == TCP),
+            );
+        }
+        Ok(open)
     }
 
     /// Every connection seen since the start, with its latest counters: ended ones from their
@@ -73,10 +125,7 @@ impl KernelCounters {
         for watcher in &self.watchers {
             // The live table first: a connection that ends after this read is in the events.
             let live = conntrack_list(&watcher.ns)?;
-            std::thread::sleep(Duration::from_millis(100));
-            let text = std::fs::read_to_string(&watcher.events)
-                .with_context(|| format!("cannot read {}", watcher.events.display()))?;
-            let ended = parse_conntrack_events(&text)?;
+            let ended = watcher.ended_since(&live)?;
             let mut by_key: HashMap<Key, Counted> = HashMap::new();
             for entry in live {
                 by_key.insert(
@@ -108,6 +157,103 @@ impl KernelCounters {
         Ok(all)
     }
 }
+
+impl Watcher {
+    /// The DESTROY events written so far, read once every entry of `live` that has left the
+    /// table since has its event among them (or [`EVENTS_WRITTEN_TIMEOUT`] passed).
+    fn ended_since(&self, live: &[KernelEntry]) -> anyhow::Result<Vec<KernelEntry>> {
+        let mut ended = Ok(Vec::new());
+        crate::wait_until(EVENTS_WRITTEN_TIMEOUT, || {
+            ended = self.events();
+            let Ok(events) = &ended else {
+                return true;
+            };
+            // Read after the events: an entry in neither ended in between, and is being written.
+            let Ok(still_live) = conntrack_list(&self.ns) else {
+                return false;
+            };
+            let known: HashSet<Key> = events.iter().chain(&still_live).map(key).collect();
+            live.iter().all(|entry| known.contains(&key(entry)))
+        });
+        ended
+    }
+
+    fn events(&self) -> anyhow::Result<Vec<KernelEntry>> {
+        let text = std::fs::read_to_string(&self.events)
+            .with_context(|| format!("cannot read {}", self.events.display()))?;
+        parse_conntrack_events(&text)
+    }
+
+    /// Whether `conntrack -E` has subscribed: from then on the kernel queues every event for it.
+    fn subscribed(&self) -> bool {
+        netfilter_sockets(self.process.0.id())
+            .iter()
+            .any(|socket| socket.groups != 0)
+    }
+
+    /// Whether `conntrack -E` has read every event the kernel queued for it (it writes each
+    /// line as it reads it).
+    fn caught_up(&self) -> bool {
+        let subscribed: Vec<NetlinkSocket> = netfilter_sockets(self.process.0.id())
+            .into_iter()
+            .filter(|socket| socket.groups != 0)
+            .collect();
+        !subscribed.is_empty() && subscribed.iter().all(|socket| socket.unread == 0)
+    }
+}
+
+/// One netfilter netlink socket of a process, from `/proc/<pid>/net/netlink`.
+struct NetlinkSocket {
+    /// The multicast groups it is subscribed to (a bit mask).
+    groups: u32,
+    /// Bytes queued for it that it has not read yet.
+    unread: u64,
+}
+
+/// The netfilter netlink sockets process `pid` holds (none if it is gone). The table lists every
+/// netlink socket of the process's network namespace; its file descriptors say which are its own.
+fn netfilter_sockets(pid: u32) -> Vec<NetlinkSocket> {
+    let own: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")).unwrap_or_default();
+    let netfilter = libc::NETLINK_NETFILTER.to_string();
+    // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (protocol, groups, unread, inode) = (
+                fields.get(1)?,
+                fields.get(3)?,
+                fields.get(4)?,
+                fields.get(9)?,
+            );
+            if *protocol != netfilter || !own.contains(*inode) {
+                return None;
+            }
+            Some(NetlinkSocket {
+                groups: u32::from_str_radix(groups, 16).ok()?,
+                unread: unread.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+const TCP: u8 = 6;
 
 /// A connection: the kernel's id plus its original tuple (ids are reused).
 type Key = (Option<u32>, u8, std::net::SocketAddr, std::net::SocketAddr);

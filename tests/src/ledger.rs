@@ -286,14 +286,17 @@ pub async fn verify(
     (cluster, traffic, kernel): (&MiniCluster, &Traffic, &crate::kernel::KernelCounters),
     timeout: std::time::Duration,
 ) -> anyhow::Result<Verified> {
-    let counted = kernel.snapshot()?;
-    let expected = expected(cluster, traffic, &counted)?;
     let started = std::time::Instant::now();
-    loop {
+    // The kernel is read again on every round: packets still in flight when the traffic ended
+    // (a last ACK, a datagram in a queue) reach both its counters and, later, ClickHouse, so
+    // the two are compared once both have them, not against an early reading.
+    let (counted, expected) = loop {
         crate::interrupt::check()?;
+        let counted = kernel.snapshot()?;
+        let expected = expected(cluster, traffic, &counted)?;
         let stored = stored(client, db, cluster_name, since_ms).await?;
         match difference(&expected, &stored) {
-            None => break,
+            None => break (counted, expected),
             Some(diff) if started.elapsed() > timeout => {
                 let twice = stored_twice(client, db, cluster_name, since_ms).await?;
                 bail!(
@@ -303,7 +306,7 @@ pub async fn verify(
             }
             Some(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
-    }
+    };
     let waited = started.elapsed();
     let sql = format!(
         "SELECT count() - uniqExact(record_id) FROM {db}.flows FINAL \

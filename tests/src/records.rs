@@ -221,7 +221,7 @@ impl TopicReader {
     pub fn flows(&self) -> Vec<netmeter_proto::flows::Flow> {
         self.messages
             .iter()
-            .filter(|m| m.header("netmeter-encoding").is_none())
+            .filter(|m| m.header(netmeter_proto::ENCODING_HEADER).is_none())
             .flat_map(|m| netmeter_proto::decode_flows(&m.payload).expect("flow messages decode"))
             .collect()
     }

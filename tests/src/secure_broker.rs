@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use rdkafka::ClientConfig;
 
+use crate::broker::{PARTITIONS, START_TIMEOUT, default_topics};
 use crate::process::{Lifetime, ManagedProcess};
-use crate::stack::{BROKER_START_TIMEOUT, PARTITIONS, default_topics};
 use crate::{broker, free_port, install};
 
 pub const USERNAME: &str = "netmeter";
@@ -47,7 +47,7 @@ impl SecureBroker {
             &dir.join("broker-setup.log"),
             Lifetime::Owned,
         )?;
-        setup.wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(inner))?;
+        setup.wait_ready(START_TIMEOUT, || broker::is_ready(inner))?;
         run(Command::new(&tansu).args([
             "user",
             "create",
@@ -70,7 +70,7 @@ impl SecureBroker {
             &dir.join("broker.log"),
             Lifetime::Owned,
         )?;
-        tansu.wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(inner))?;
+        tansu.wait_ready(START_TIMEOUT, || broker::is_ready(inner))?;
         let mut socat = Command::new("socat");
         socat.arg(format!(
             "openssl-listen:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
@@ -80,7 +80,7 @@ impl SecureBroker {
         socat.arg(format!("tcp:127.0.0.1:{inner}"));
         let mut tls =
             ManagedProcess::spawn("TLS (socat)", socat, &dir.join("tls.log"), Lifetime::Owned)?;
-        tls.wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(port))?;
+        tls.wait_ready(START_TIMEOUT, || broker::is_ready(port))?;
         Ok(SecureBroker {
             port,
             ca: certificates.ca,

@@ -139,7 +139,8 @@ pub fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
-/// The lifecycle every service must have: healthy, ready against the stack, metrics exposed,
+/// The lifecycle every service must have: healthy, ready against the stack, metrics exposed
+/// (every one the README lists for `service`, and no other: [`crate::documented_metrics`]),
 /// and a clean exit (code 0) within 5 s of SIGTERM.
 pub fn check_lifecycle(
     bin: &Path,
@@ -164,6 +165,7 @@ pub fn check_lifecycle(
         metrics.contains(&build_info),
         "/metrics lacks `{build_info}`:\n{metrics}"
     );
+    crate::documented_metrics::check(service, &metrics)?;
     let (exit, took) = running.sigterm();
     anyhow::ensure!(
         exit.success(),

@@ -1,47 +1,15 @@
-//! A real broker plus a real ClickHouse on free loopback ports, for one test (or the demo),
-//! with the netmeter topics created. Everything is stopped and deleted on drop.
+//! A real broker plus a real ClickHouse on free loopback ports, for one test, with the netmeter
+//! topics created. Everything is stopped and deleted on drop. (The demo and `netmeter-stack
+//! start` run the same components detached on fixed ports: [`netmeter_stack::local_stack`].)
 
 use std::path::Path;
 use std::time::Duration;
 
-use netmeter_proto::{DEFAULT_TOPIC_PREFIX, Schema};
-
 use crate::process::{Lifetime, ManagedProcess};
 use crate::{broker, clickhouse, free_port, install};
 
-/// Partitions per topic: more than one, so ordering and group tests mean something.
-pub const PARTITIONS: i32 = 6;
-
-/// First start of libchdb maps 566 MB; later starts take < 1 s.
-pub const CLICKHOUSE_START_TIMEOUT: Duration = Duration::from_secs(120);
-pub const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The topics every netmeter deployment has, under the default prefix.
-pub fn default_topics() -> Vec<String> {
-    [
-        Schema::RawV1,
-        Schema::FlowsV1,
-        Schema::InventoryV1,
-        Schema::DeadLetterV1,
-    ]
-    .iter()
-    .map(|s| s.topic(DEFAULT_TOPIC_PREFIX))
-    .collect()
-}
-
-/// Where a broker and a ClickHouse answer: a test's [`Stack`] or the local stack.
-#[derive(Clone, Debug)]
-pub struct Endpoints {
-    pub kafka_bootstrap: String,
-    pub clickhouse_url: String,
-}
-
-impl Endpoints {
-    /// A client of the ClickHouse (not bound to a database).
-    pub fn clickhouse_client(&self) -> ::clickhouse::Client {
-        ::clickhouse::Client::default().with_url(&self.clickhouse_url)
-    }
-}
+pub use netmeter_stack::Endpoints;
+pub use netmeter_stack::broker::{PARTITIONS, default_topics};
 
 pub struct Stack {
     pub broker: ManagedProcess,
@@ -90,8 +58,10 @@ impl Stack {
                 tcp_port,
             ),
         )?;
-        broker.wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(kafka_port))?;
-        ch.wait_ready(CLICKHOUSE_START_TIMEOUT, || clickhouse::is_ready(http_port))?;
+        broker.wait_ready(broker::START_TIMEOUT, || broker::is_ready(kafka_port))?;
+        ch.wait_ready(clickhouse::START_TIMEOUT, || {
+            clickhouse::is_ready(http_port)
+        })?;
         let stack = Stack {
             broker,
             tansu,
@@ -142,7 +112,7 @@ impl Stack {
         self.broker = ManagedProcess::spawn("broker", command, &log, Lifetime::Owned)?;
         let port = self.kafka_port;
         self.broker
-            .wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(port))
+            .wait_ready(broker::START_TIMEOUT, || broker::is_ready(port))
     }
 
     /// Fault injection: stops ClickHouse (SIGTERM); its data stays.
@@ -163,7 +133,7 @@ impl Stack {
         self.clickhouse = ManagedProcess::spawn("clickhouse", command, &log, Lifetime::Owned)?;
         let port = self.clickhouse_http_port;
         self.clickhouse
-            .wait_ready(CLICKHOUSE_START_TIMEOUT, || clickhouse::is_ready(port))
+            .wait_ready(clickhouse::START_TIMEOUT, || clickhouse::is_ready(port))
     }
 
     /// Where this stack keeps data and logs.

@@ -53,7 +53,7 @@ async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_directio
         traffic.run(&cluster, &traffic::matrix(), |_| {}).unwrap();
     }
     assert_eq!(traffic.server_errors(), Vec::<String>::new());
-    tokio::time::sleep(Duration::from_secs(2)).await; // the last connections end
+    tokio::task::block_in_place(|| kernel.wait_tcp_ended()).unwrap(); // the last connections end
     let client = pipeline.launcher.clickhouse();
     let verified = ledger::verify(
         &client,

@@ -11,8 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use netmeter_stack::local_stack;
 use netmeter_tests::process::{is_alive, signal};
-use netmeter_tests::{free_port, local_stack, netns, workspace_bin};
+use netmeter_tests::{free_port, netns, workspace_bin};
 
 /// Whether any network namespace's name starts with `prefix`.
 fn namespaces_named(prefix: &str) -> bool {

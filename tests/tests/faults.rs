@@ -61,6 +61,7 @@ impl Run {
         let (pipeline, stack) = (&mut self.pipeline, &mut self.stack);
         std::thread::scope(|scope| {
             let driver = scope.spawn(|| traffic.run(cluster, flows, |_| {}));
+            // Pacing: the fault lands while the traffic is under way, not before it starts.
             std::thread::sleep(Duration::from_millis(200));
             during(pipeline, stack);
             driver.join().unwrap().unwrap();
@@ -69,7 +70,7 @@ impl Run {
 
     /// The end-to-end promise after a fault: exact totals, no duplicate ids.
     async fn exact(&self, after: &str) {
-        tokio::time::sleep(Duration::from_secs(2)).await; // the last connections end
+        tokio::task::block_in_place(|| self.kernel.wait_tcp_ended()).unwrap(); // the last connections end
         let verified = ledger::verify(
             &self.pipeline.launcher.clickhouse(),
             pipeline::DATABASE,
@@ -176,6 +177,7 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
         pipeline.attributors[victim].process.kill();
     });
     run.say(&format!("attributor {victim} killed mid-traffic"));
+    // Kubernetes' restart back-off, which tansu needs (see REJOIN_AFTER_KILL): the behaviour.
     tokio::time::sleep(REJOIN_AFTER_KILL).await;
     run.pipeline.attributors[victim] = run.pipeline.launcher.start_attributor(victim).unwrap();
     run.exact("SIGKILL of an attributor and its restart").await;
@@ -198,6 +200,7 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
         pipeline.sink.process.kill();
     });
     run.say("sink killed mid-traffic");
+    // Kubernetes' restart back-off, which tansu needs (see REJOIN_AFTER_KILL): the behaviour.
     tokio::time::sleep(REJOIN_AFTER_KILL).await;
     run.pipeline.sink = run.pipeline.launcher.start_sink().unwrap();
     run.drive(&matrix);
@@ -213,6 +216,7 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
     let outage = Instant::now();
     run.drive_while(&matrix, |_, stack| stack.stop_broker());
     run.say("broker stopped");
+    // The outage under test lasts OUTAGE.
     tokio::time::sleep(OUTAGE.saturating_sub(outage.elapsed())).await;
     run.stack.start_broker().unwrap();
     run.say("broker started again");
@@ -223,6 +227,7 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
     let outage = Instant::now();
     run.drive_while(&matrix, |_, stack| stack.stop_clickhouse());
     run.say("ClickHouse stopped");
+    // The outage under test lasts OUTAGE.
     tokio::time::sleep(OUTAGE.saturating_sub(outage.elapsed())).await;
     run.stack.start_clickhouse().unwrap();
     run.say("ClickHouse started again");
@@ -304,6 +309,13 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
         ],
     );
     run.drive(&before);
+    let tenures = |run: &Run| -> Vec<f64> {
+        (run.pipeline.attributors.iter())
+            .map(|a| a.metric_total("netmeter_attributor_inventory_tenures"))
+            .map(|n| n.unwrap_or(0.0))
+            .collect()
+    };
+    let tenures_before = tenures(&run);
     run.cluster
         .replace_pod(
             "checkout-6d8f9b-y1k4d",
@@ -315,6 +327,19 @@ async fn e2e_every_fault_ends_with_exact_totals_and_no_duplicate_record_ids() {
         .serve_pod(&run.cluster, minicluster::search_pod().name)
         .unwrap();
     run.say("checkout's pod deleted, its IP now held by search");
+    // Every attributor knows search's addresses (IPv4 and IPv6) before search sends.
+    let learned = netmeter_tests::wait_until(Duration::from_secs(30), || {
+        let now = tenures(&run);
+        (now.iter().zip(&tenures_before)).all(|(now, was)| *now >= was + 2.0)
+    });
+    assert!(
+        learned,
+        "the attributors' tenures went from {tenures_before:?} to {:?}, not 2 more each",
+        tenures(&run)
+    );
+    // Attribution is as of a record's interval: search's first connections must fall in
+    // collector intervals that start after the reuse (1 s intervals; 2 s leaves a margin), or
+    // their first seconds rightly belong to checkout, the holder then.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = around(
         SEARCH,

@@ -283,6 +283,7 @@ async fn a_watcher_resumes_after_an_outage_without_listing_again() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     server.apply(Resource::Pods, pod("z", "web"));
     server.delete(Resource::Pods, "default", "a");
+    // The outage itself: the watcher retries against a closed port for a while.
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.start().unwrap();
 
@@ -468,6 +469,7 @@ fn bookmarks_report_progress_on_a_raw_watch() {
     let started = Instant::now();
     let response = std::thread::scope(|scope| {
         scope.spawn(|| {
+            // The pod arrives mid-watch, after a few bookmarks: the pacing under test.
             std::thread::sleep(Duration::from_millis(500));
             server.apply(Resource::Pods, pod("late", "web"));
         });

@@ -54,7 +54,7 @@ fn every_flow_crosses_the_kernel_and_each_node_counts_its_own_connections() {
     let mut traffic = Traffic::start(&cluster).unwrap();
     traffic.run(&cluster, &traffic::matrix(), |_| {}).unwrap();
     assert_eq!(traffic.server_errors(), Vec::<String>::new());
-    std::thread::sleep(std::time::Duration::from_secs(2)); // short TCP connections end
+    kernel.wait_tcp_ended().unwrap(); // short TCP connections end
     let counted = kernel.snapshot().unwrap();
 
     // Every connection the driver made is counted, by the nodes of its endpoints only.

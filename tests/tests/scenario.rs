@@ -105,11 +105,12 @@ async fn netmeter_in_process(stack: &Stack, cluster: &MiniCluster, dir: &Path) -
         .chain(["--kubeconfig".into(), kubeconfig.display().to_string()])
         .chain(kafka(stack)),
     )
+    .unwrap()
+    .validate()
     .unwrap();
-    let settings = attributor.validate_service().unwrap();
     services
         .start("attributor", |ctx| {
-            netmeter_attributor::run(attributor, settings, ctx)
+            netmeter_attributor::run(attributor, ctx)
         })
         .await;
 
@@ -170,7 +171,7 @@ async fn e2e_two_pods_in_different_zones_exchange_10_mb_priced_inter_zone_both_w
         (traffic.log[0].sent, traffic.log[0].received),
         (TEN_MB, 1 << 20)
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| kernel.wait_tcp_ended()).unwrap(); // the connection ends
 
     // then ClickHouse holds exactly what each node's kernel counted,
     let client = stack.clickhouse_client().with_database("netmeter");

@@ -29,10 +29,12 @@
 //! - `decode_batch` of the same batches from their protobuf bytes: the reference, work the
 //!   pipeline must do per delta anyway;
 //! - `Enricher::enrich` with an emit that does nothing (lookups, classification, record ids);
+//!   every enrich variant first converts the wire batch at the edge (`DeltaBatch::from_wire`),
+//!   as the pipeline does;
 //! - `Enricher::enrich` encoding every record into a reused buffer: the goal's figure;
 //! - decode + enrich + encode: the whole CPU path of one raw message, minus Kafka;
 //! - enrich + encode + the usage metrics (a `Tally` per batch, added to the series), as
-//!   `Attribution::attribute` does: what the workload and zone-pair counters cost.
+//!   `Attributor::attribute` does: what the workload and zone-pair counters cost.
 //!
 //! "Per core" is this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), next to wall time.
 //!
@@ -42,7 +44,7 @@
 //!   then the release attributor binary (built by `cargo bench` beside this bench) starts;
 //!   timed from readiness (it starts consuming) until its records counter reaches the
 //!   expected count, and until the flows topic's high watermarks have grown by the expected
-//!   number of messages (both computed in process with the same `Attribution`, settings and
+//!   number of messages (both computed in process with the same `Attributor`, settings and
 //!   inventory);
 //! - warm, [`REPS`] rounds: the running attributor gets the same batches again (new sequence
 //!   numbers), timed the same way from the first raw message sent. Starting a process per
@@ -74,11 +76,13 @@ use clap::Parser;
 use ipnet::IpNet;
 use netmeter_attributor::cloud::{Cloud, CloudRanges, LoadedRanges, SharedCloudRanges};
 use netmeter_attributor::config::OutputFormat;
+use netmeter_attributor::delta::DeltaBatch;
 use netmeter_attributor::enrich::{ClusterPlace, Enricher, Inputs};
 use netmeter_attributor::inventory::{IpOwnerHistory, Owner, OwnerKind, Tenure};
-use netmeter_attributor::pipeline::Attribution;
+use netmeter_attributor::pipeline::Attributor;
 use netmeter_attributor::rules::Rules;
 use netmeter_attributor::usage::{DEFAULT_MAX_WORKLOADS, Series, Tally};
+use netmeter_common::consume::Detached;
 use netmeter_common::publish::Outgoing;
 use netmeter_proto::raw::ConntrackBatch;
 use netmeter_proto::{DEFAULT_TOPIC_PREFIX, Schema};
@@ -743,11 +747,10 @@ fn bench_enrich(
     // The mix, checked once (untimed): records per class.
     let mut classes: HashMap<String, usize> = HashMap::new();
     for b in batches {
-        enricher
-            .enrich(b, &inputs, 0, |f, _| {
-                *classes.entry(f.class.into()).or_default() += 1
-            })
-            .expect("generated batches are well formed");
+        let b = DeltaBatch::from_wire(b).expect("generated batches are well formed");
+        enricher.enrich(&b, &inputs, 0, |f, _| {
+            *classes.entry(f.class.into()).or_default() += 1
+        });
     }
     let mut classes: Vec<_> = classes.into_iter().collect();
     classes.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
@@ -758,23 +761,25 @@ fn bench_enrich(
             black_box(&b);
         }
     };
+    // Each enrich variant converts the wire batch at the edge first, as the pipeline does.
     let noop = || {
         for b in batches {
-            let n = enricher.enrich(b, &inputs, 0, |f, _| {
+            let b = DeltaBatch::from_wire(b).expect("well formed");
+            let n = enricher.enrich(&b, &inputs, 0, |f, _| {
                 black_box(f);
             });
-            black_box(n.expect("well formed"));
+            black_box(n);
         }
     };
     let encode = |buf: &mut Vec<u8>| {
         let (mut r, mut bytes) = (0, 0);
         for b in batches {
             buf.clear();
+            let b = DeltaBatch::from_wire(b).expect("well formed");
             r += enricher
-                .enrich(b, &inputs, 0, |f, e| {
+                .enrich(&b, &inputs, 0, |f, e| {
                     f.encode_length_delimited_using(e, buf)
                 })
-                .expect("well formed")
                 .records;
             bytes += buf.len();
         }
@@ -784,11 +789,10 @@ fn bench_enrich(
         for bytes in &encoded {
             let b = netmeter_proto::decode_batch(bytes).expect("decodes");
             buf.clear();
-            enricher
-                .enrich(&b, &inputs, 0, |f, e| {
-                    f.encode_length_delimited_using(e, buf)
-                })
-                .expect("well formed");
+            let b = DeltaBatch::from_wire(&b).expect("well formed");
+            enricher.enrich(&b, &inputs, 0, |f, e| {
+                f.encode_length_delimited_using(e, buf)
+            });
             black_box(&buf);
         }
     };
@@ -796,12 +800,11 @@ fn bench_enrich(
         for b in batches {
             buf.clear();
             let mut tally = Tally::default();
-            enricher
-                .enrich(b, &inputs, 0, |f, e| {
-                    tally.add(f);
-                    f.encode_length_delimited_using(e, buf)
-                })
-                .expect("well formed");
+            let b = DeltaBatch::from_wire(b).expect("well formed");
+            enricher.enrich(&b, &inputs, 0, |f, e| {
+                tally.add(f);
+                f.encode_length_delimited_using(e, buf)
+            });
             series.add(&tally);
             black_box(&buf);
         }
@@ -948,7 +951,7 @@ fn bench_kafka(
     );
     println!("attributor binary: {ATTRIBUTOR} (bench profile = release, built by cargo bench)");
     // The expected output, computed with the attributor's own code and settings.
-    let attribution = Attribution {
+    let attribution = Attributor {
         enricher: enricher(),
         history: Arc::new(RwLock::new(cluster.history_copy())),
         cloud: SharedCloudRanges::new(ranges),
@@ -1159,7 +1162,7 @@ fn bench_kafka(
     if dead != 0 {
         notes.push(format!("{dead} dead letters"));
     }
-    watermarks.leak();
+    drop(watermarks);
     drop(producer);
     stack.stop();
     Ok(KafkaReport {
@@ -1252,18 +1255,17 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// High watermarks of a topic's partitions. The consumer is leaked at the end: destroying a
-/// librdkafka consumer can block forever against tansu.
-struct Watermarks(BaseConsumer);
+/// High watermarks of a topic's partitions.
+struct Watermarks(Detached<BaseConsumer>);
 
 impl Watermarks {
     fn new(bootstrap: &str) -> anyhow::Result<Watermarks> {
-        Ok(Watermarks(
+        Ok(Watermarks(Detached::new(
             ClientConfig::new()
                 .set("bootstrap.servers", bootstrap)
                 .set("group.id", "netmeter-bench-watermarks")
                 .create()?,
-        ))
+        )))
     }
 
     fn each(&self, topic: &str) -> anyhow::Result<Vec<i64>> {
@@ -1280,10 +1282,6 @@ impl Watermarks {
     fn total(&self, topic: &str) -> anyhow::Result<i64> {
         Ok(self.each(topic)?.iter().sum())
     }
-
-    fn leak(self) {
-        std::mem::forget(self);
-    }
 }
 
 /// Reads partition `p` of `topic` from `from[p]` up to `to[p]` with a plain consumer (default
@@ -1297,6 +1295,7 @@ fn read_range(bootstrap: &str, topic: &str, from: &[i64], to: &[i64]) -> anyhow:
         )
         .set("enable.auto.commit", "false")
         .create()?;
+    let consumer = Detached::new(consumer);
     let mut assignment = TopicPartitionList::new();
     let mut ends = Vec::new();
     for partition in 0..PARTITIONS {
@@ -1324,7 +1323,6 @@ fn read_range(bootstrap: &str, topic: &str, from: &[i64], to: &[i64]) -> anyhow:
     }
     let took = started.elapsed().as_secs_f64();
     black_box(bytes);
-    std::mem::forget(consumer);
     Ok(took)
 }
 

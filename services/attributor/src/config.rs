@@ -131,14 +131,14 @@ pub enum OutputFormat {
     Json,
 }
 
-/// The validated attribution settings.
-pub struct Attribution {
+/// The validated attribution settings: where the cluster is and the rules file, loaded.
+pub struct AttributionSettings {
     pub place: ClusterPlace,
     pub rules: Rules,
 }
 
 impl AttributionArgs {
-    pub fn validate(&self) -> Result<Attribution, ConfigError> {
+    pub fn validate(&self) -> Result<AttributionSettings, ConfigError> {
         if self.cluster.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "--cluster",
@@ -159,7 +159,7 @@ impl AttributionArgs {
                 .map_err(|e| ConfigError::invalid("--rules", "NETMETER_RULES", e))?,
             None => Rules::default(),
         };
-        Ok(Attribution {
+        Ok(AttributionSettings {
             place: ClusterPlace {
                 cluster: self.cluster.clone(),
                 cloud,
@@ -182,8 +182,31 @@ fn parse_time(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("{text:?} is before 1970"))
 }
 
+/// A configuration the attributor service can run with.
+pub struct Config {
+    pub service: ServiceArgs,
+    pub kafka: KafkaArgs,
+    pub attribution: AttributionArgs,
+    /// `attribution`, validated (the rules file loaded).
+    pub settings: AttributionSettings,
+    pub output: OutputArgs,
+    pub group_id: String,
+    /// None: static hosts only (`--kubernetes=false`).
+    pub kubernetes: Option<KubernetesSource>,
+    pub metrics_max_workloads: usize,
+}
+
+/// Where the Kubernetes inventory comes from, and how long the first list may take.
+#[derive(Clone, Debug)]
+pub struct KubernetesSource {
+    /// None: the in-cluster configuration or $KUBECONFIG.
+    pub kubeconfig: Option<PathBuf>,
+    pub sync_timeout: Duration,
+}
+
 impl Args {
-    pub fn validate_service(&self) -> Result<Attribution, ConfigError> {
+    /// The service's configuration (`explain` and `replay` validate their own arguments).
+    pub fn validate(self) -> Result<Config, ConfigError> {
         self.kafka.validate()?;
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -199,12 +222,25 @@ impl Args {
                 "must be at least 1024",
             ));
         }
-        self.attribution.validate()
+        let settings = self.attribution.validate()?;
+        Ok(Config {
+            service: self.service,
+            kafka: self.kafka,
+            attribution: self.attribution,
+            settings,
+            output: self.output,
+            group_id: self.group_id,
+            kubernetes: self.kubernetes.then_some(KubernetesSource {
+                kubeconfig: self.kubeconfig,
+                sync_timeout: self.kubernetes_sync_timeout,
+            }),
+            metrics_max_workloads: self.metrics_max_workloads,
+        })
     }
 }
 
 impl ReplayArgs {
-    pub fn validate(&self) -> Result<Attribution, ConfigError> {
+    pub fn validate(&self) -> Result<AttributionSettings, ConfigError> {
         self.kafka.validate()?;
         if self.from >= self.to {
             return Err(ConfigError::invalid("--to", "", "must be after --from"));

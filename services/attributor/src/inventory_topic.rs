@@ -5,22 +5,23 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use netmeter_common::kafka::{KafkaArgs, header, partitions};
+use netmeter_common::consume::{Detached, ReadFrom, TopicToEnd};
+use netmeter_common::kafka::{KafkaArgs, header};
 use netmeter_common::publish::{Outgoing, Publisher};
 use netmeter_proto::{SCHEMA_HEADER, Schema};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::inventory::{IpOwnerHistory, Tenure};
 use crate::kubernetes::record_all;
+use crate::metric_list::{INVENTORY_PUBLISHED, INVENTORY_REJECTED};
 
 /// A reader of the whole inventory topic (all partitions, from the beginning, no group).
 pub struct InventoryReader {
-    consumer: BaseConsumer,
+    consumer: Detached<BaseConsumer>,
     topic: String,
 }
 
@@ -32,52 +33,34 @@ impl InventoryReader {
             .set("group.id", "netmeter-attributor-inventory")
             .set("enable.auto.commit", "false")
             .create()?;
-        Ok(InventoryReader { consumer, topic })
+        Ok(InventoryReader {
+            consumer: Detached::new(consumer),
+            topic,
+        })
     }
 
     /// Reads everything up to the end the topic has now into `history`; blocking.
     pub fn catch_up(&self, history: &RwLock<IpOwnerHistory>) -> anyhow::Result<usize> {
-        let timeout = Duration::from_secs(10);
-        let partitions = partitions(self.consumer.client(), &self.topic, timeout)?;
-        let mut assignment = TopicPartitionList::new();
-        let mut ends = Vec::new();
-        for partition in partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, partition, timeout)?;
-            assignment.add_partition_offset(&self.topic, partition, Offset::Beginning)?;
-            if high > low {
-                ends.push((partition, high));
-            }
-        }
-        self.consumer.assign(&assignment)?;
+        let messages = TopicToEnd::assign(
+            &self.consumer,
+            &self.topic,
+            ReadFrom::Beginning,
+            Duration::from_secs(10),
+        )?;
         let mut read = 0;
         let mut batch = Vec::new();
-        while !ends.is_empty() {
-            let Some(message) = self.consumer.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let message = match message {
-                Ok(m) => m,
-                Err(err) => {
-                    tracing::debug!(error = %err, "transient error reading the inventory topic");
-                    continue;
-                }
-            };
+        for message in messages {
             read += 1;
             if let Some(tenure) = decode(&message) {
                 batch.push(tenure);
             }
-            let (partition, next) = (message.partition(), message.offset() + 1);
-            ends.retain(|(p, high)| !(*p == partition && next >= *high));
         }
         record_all(history, batch);
         Ok(read)
     }
 
     /// After [`catch_up`](Self::catch_up): keeps applying what other replicas publish.
-    /// Blocking; returns at shutdown. The consumer is leaked at exit on purpose: destroying a
-    /// librdkafka consumer can block forever against some brokers.
+    /// Blocking; returns at shutdown.
     pub fn follow(self, history: Arc<RwLock<IpOwnerHistory>>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
             let mut batch = Vec::new();
@@ -93,7 +76,6 @@ impl InventoryReader {
                 record_all(&history, batch);
             }
         }
-        std::mem::forget(self);
     }
 }
 
@@ -107,7 +89,7 @@ fn decode(message: &rdkafka::message::BorrowedMessage) -> Option<Tenure> {
     match decoded {
         Ok(tenure) => Some(tenure),
         Err(err) => {
-            metrics::counter!("netmeter_attributor_inventory_rejected_total").increment(1);
+            metrics::counter!(INVENTORY_REJECTED.name).increment(1);
             tracing::warn!(partition = message.partition(), offset = message.offset(), error = %err, "skipping an unreadable inventory record");
             None
         }
@@ -137,7 +119,6 @@ pub async fn publish(
                 return;
             }
         }
-        metrics::counter!("netmeter_attributor_inventory_published_total")
-            .increment(batch.len() as u64);
+        metrics::counter!(INVENTORY_PUBLISHED.name).increment(batch.len() as u64);
     }
 }

@@ -1,30 +1,38 @@
 use std::process::ExitCode;
 
-use netmeter_attributor::{Args, Command};
+use netmeter_attributor::{Args, Command, explain, replay};
+use netmeter_common::{ConfigError, ServiceArgs};
 
 fn main() -> ExitCode {
-    let args: Args = netmeter_common::parse_args();
-    if args.service.check_config {
-        // `--check-config explain|replay ...` checks what that command would run with.
-        let checked = match &args.command {
-            Some(Command::Explain(explain)) => explain.attribution.validate(),
-            Some(Command::Replay(replay)) => replay.validate(),
-            None => args.validate_service(),
-        };
-        checked.unwrap_or_else(|e| e.exit());
-        return args
-            .service
-            .check_config_exit()
-            .unwrap_or(ExitCode::SUCCESS);
-    }
-    match args.command {
-        Some(Command::Explain(explain)) => netmeter_attributor::explain::main(*explain),
-        Some(Command::Replay(replay)) => netmeter_attributor::replay::main(*replay),
+    let mut args: Args = netmeter_common::parse_args();
+    // `explain` and `replay` are one-shot commands with arguments of their own.
+    match args.command.take() {
+        Some(Command::Explain(explain)) => {
+            if args.service.check_config {
+                return checked(&args.service, explain.attribution.validate());
+            }
+            explain::main(*explain)
+        }
+        Some(Command::Replay(replay)) => {
+            if args.service.check_config {
+                return checked(&args.service, replay.validate());
+            }
+            replay::main(*replay)
+        }
         None => {
-            let settings = args.validate_service().unwrap_or_else(|e| e.exit());
-            netmeter_common::run_service("attributor", args.service.clone(), |ctx| {
-                netmeter_attributor::run(args, settings, ctx)
+            let config = args.validate().unwrap_or_else(|e| e.exit());
+            if let Some(code) = config.service.check_config_exit() {
+                return code;
+            }
+            netmeter_common::run_service("attributor", config.service.clone(), |ctx| {
+                netmeter_attributor::run(config, ctx)
             })
         }
     }
+}
+
+/// `--check-config explain|replay ...`: checks what that command would run with.
+fn checked<T>(service: &ServiceArgs, validated: Result<T, ConfigError>) -> ExitCode {
+    validated.unwrap_or_else(|e| e.exit());
+    service.check_config_exit().unwrap_or(ExitCode::SUCCESS)
 }

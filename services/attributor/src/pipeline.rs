@@ -6,12 +6,13 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use netmeter_common::consume::GroupConsumer;
 use netmeter_common::dead_letter::{DeadLetters, Rejected};
-use netmeter_common::kafka::{GroupContext, header};
+use netmeter_common::kafka::header;
 use netmeter_common::publish::{Outgoing, Pending, Publisher};
 use netmeter_proto::raw::ConntrackBatch;
-use netmeter_proto::{FlowView, SCHEMA_HEADER, Schema};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use netmeter_proto::{ENCODING_HEADER, FlowView, JSON_ENCODING, SCHEMA_HEADER, Schema};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -20,15 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloud::SharedCloudRanges;
 use crate::config::OutputFormat;
+use crate::delta::{DeltaBatch, DeltaError};
 use crate::enrich::{Enricher, Inputs};
 use crate::inventory::IpOwnerHistory;
+use crate::metric_list::{DELTAS, FLOW_BYTES, RECORDS};
 use crate::usage::{Tally, UsageMetrics};
 
-/// Header telling JSON output from the default protobuf (`netmeter-encoding: json`).
-pub const ENCODING_HEADER: &str = "netmeter-encoding";
-
-/// Turns raw batches into flow messages.
-pub struct Attribution {
+/// Turns raw batches into flow messages: converts each at the edge ([`DeltaBatch`]), enriches
+/// it against the current inventory and cloud ranges, and encodes the records.
+pub struct Attributor {
     pub enricher: Enricher,
     pub history: Arc<RwLock<IpOwnerHistory>>,
     pub cloud: SharedCloudRanges,
@@ -43,13 +44,15 @@ pub struct Attributed {
     pub records: usize,
 }
 
-impl Attribution {
-    /// Enriches one raw batch into messages of at most `max_message_bytes`, keyed by node.
+impl Attributor {
+    /// Enriches one raw batch into messages of at most `max_message_bytes`, keyed by node. All
+    /// or nothing: a malformed delta fails the batch before anything is produced.
     pub fn attribute(
         &self,
         batch: &ConntrackBatch,
         generation: u64,
-    ) -> Result<Attributed, crate::enrich::DeltaError> {
+    ) -> Result<Attributed, DeltaError> {
+        let batch = DeltaBatch::from_wire(batch)?;
         let cloud = self.cloud.current();
         let history = self.history.read().expect("history lock");
         let inputs = Inputs {
@@ -60,7 +63,7 @@ impl Attribution {
         let mut usage = Tally::default();
         let enriched =
             self.enricher
-                .enrich(batch, &inputs, generation, |flow: &FlowView, endpoints| {
+                .enrich(&batch, &inputs, generation, |flow: &FlowView, endpoints| {
                     usage.add(flow);
                     let full = payloads
                         .last()
@@ -78,20 +81,20 @@ impl Attribution {
                             current.push(b'\n');
                         }
                     }
-                })?;
+                });
         drop(history);
         UsageMetrics::global().add(&usage);
         for (class, by_direction) in crate::classify::Class::ALL.iter().zip(enriched.bytes) {
             for (direction, bytes) in ["out", "in"].into_iter().zip(by_direction) {
                 if bytes > 0 {
-                    metrics::counter!("netmeter_attributor_flow_bytes_total", "class" => class.name(), "direction" => direction)
+                    metrics::counter!(FLOW_BYTES.name, "class" => class.name(), "direction" => direction)
                         .increment(bytes);
                 }
             }
         }
         let mut headers = vec![(SCHEMA_HEADER, Schema::FlowsV1.tag().as_bytes().to_vec())];
         if self.format == OutputFormat::Json {
-            headers.push((ENCODING_HEADER, b"json".to_vec()));
+            headers.push((ENCODING_HEADER, JSON_ENCODING.to_vec()));
         }
         let messages = payloads
             .into_iter()
@@ -138,10 +141,8 @@ impl Attribution {
         };
         match self.attribute(&batch, generation) {
             Ok(attributed) => {
-                metrics::counter!("netmeter_attributor_deltas_total")
-                    .increment(batch.deltas.len() as u64);
-                metrics::counter!("netmeter_attributor_records_total")
-                    .increment(attributed.records as u64);
+                metrics::counter!(DELTAS.name).increment(batch.deltas.len() as u64);
+                metrics::counter!(RECORDS.name).increment(attributed.records as u64);
                 (attributed.messages, Some(batch))
             }
             Err(err) => rejected(&err, err.metric_label()),
@@ -162,8 +163,8 @@ const MAX_IN_FLIGHT: usize = 256;
 /// The live service loop: consume the raw topic in the group until shutdown, then confirm
 /// what is in flight (within `drain`) and commit.
 pub async fn run(
-    attribution: Arc<Attribution>,
-    consumer: Arc<StreamConsumer<GroupContext>>,
+    attribution: Arc<Attributor>,
+    consumer: Arc<GroupConsumer>,
     raw_topic: String,
     publisher: Arc<Publisher>,
     dead_letters: DeadLetters,
@@ -198,24 +199,10 @@ pub async fn run(
             }
         })
     };
-    let mut errors = 0u64;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
             message = consumer.recv() => message,
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(err) => {
-                // librdkafka reports transient broker states here; it reconnects by itself.
-                errors += 1;
-                metrics::counter!("netmeter_attributor_consume_errors_total").increment(1);
-                if errors.is_power_of_two() {
-                    tracing::warn!(error = %err, count = errors, "Kafka consumer error");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
         };
         let (messages, _) = attribution.process(&message, 0, &dead_letters);
         let mut pending = Vec::with_capacity(messages.len());
@@ -247,6 +234,6 @@ pub async fn run(
             tracing::warn!(error = %err, "final offset commit failed; the next owner re-reads from the last commit")
         }
     }
-    netmeter_common::kafka::leave_group(&consumer).await;
+    consumer.leave().await;
     Ok(())
 }

@@ -7,16 +7,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use netmeter_common::kafka::{header, partitions};
+use netmeter_common::consume::{Detached, ReadFrom, TopicToEnd};
+use netmeter_common::kafka::header;
 use netmeter_proto::Schema;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Attribution as Settings, ReplayArgs};
+use crate::config::{AttributionSettings as Settings, ReplayArgs};
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -54,9 +53,9 @@ pub fn main(args: ReplayArgs) -> ExitCode {
 
 pub async fn replay(args: &ReplayArgs, settings: Settings) -> anyhow::Result<ReplaySummary> {
     let kafka = &args.kafka;
-    let (attribution, reader) =
+    // A replay does not follow the inventory topic: its reader goes once it is read.
+    let (attribution, _) =
         crate::build_attribution(kafka, &args.attribution, &args.output, settings).await?;
-    std::mem::forget(reader); // see InventoryReader::follow
     let publisher = crate::publisher(kafka, args.output.max_message_bytes)?;
     let generation = args.generation.unwrap_or_else(crate::kubernetes::now_ms);
     let mut summary = ReplaySummary {
@@ -71,30 +70,20 @@ pub async fn replay(args: &ReplayArgs, settings: Settings) -> anyhow::Result<Rep
         .set("group.id", "netmeter-attributor-replay")
         .set("enable.auto.commit", "false")
         .create()?;
-    let mut ends = Vec::new();
-    let assignment = {
-        let consumer = &consumer;
-        let raw_topic = &raw_topic;
-        let ends = &mut ends;
-        let from = args.from;
-        tokio::task::block_in_place(move || seek(consumer, raw_topic, from, ends))?
-    };
-    consumer.assign(&assignment)?;
+    let consumer = Detached::new(consumer);
+    // Every partition from the first message at or after `from`, up to where it ends now.
+    let mut messages = tokio::task::block_in_place(|| {
+        TopicToEnd::assign(
+            &consumer,
+            &raw_topic,
+            ReadFrom::Time(args.from),
+            Duration::from_secs(10),
+        )
+    })?;
     let never = CancellationToken::new();
     let mut pending = Vec::new();
-    while !ends.is_empty() {
-        let message = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(500)));
-        let Some(message) = message else { continue };
-        let message = match message {
-            Ok(m) => m,
-            Err(err) => {
-                tracing::debug!(error = %err, "transient error reading the raw topic");
-                continue;
-            }
-        };
+    while let Some(message) = tokio::task::block_in_place(|| messages.next()) {
         summary.messages_read += 1;
-        let (partition, next) = (message.partition(), message.offset() + 1);
-        ends.retain(|(p, high)| !(*p == partition && next >= *high));
         let batch = match Schema::RawV1
             .check_header(header(&message, netmeter_proto::SCHEMA_HEADER))
             .and_then(|_| netmeter_proto::decode_batch(message.payload().unwrap_or_default()))
@@ -123,43 +112,6 @@ pub async fn replay(args: &ReplayArgs, settings: Settings) -> anyhow::Result<Rep
     for p in pending {
         publisher.confirm(p, &never).await.ok();
     }
-    std::mem::forget(consumer);
     tracing::info!(?summary, "replay done");
     Ok(summary)
-}
-
-/// Positions every partition of the raw topic at the first message at or after `from_ms`, and
-/// records where each partition ends now (replay reads up to there).
-fn seek(
-    consumer: &BaseConsumer,
-    topic: &str,
-    from_ms: u64,
-    ends: &mut Vec<(i32, i64)>,
-) -> anyhow::Result<TopicPartitionList> {
-    let timeout = Duration::from_secs(10);
-    let partitions = partitions(consumer.client(), topic, timeout)?;
-    let mut by_time = TopicPartitionList::new();
-    for &partition in &partitions {
-        by_time.add_partition_offset(topic, partition, Offset::Offset(from_ms as i64))?;
-    }
-    let found = consumer
-        .offsets_for_times(by_time, timeout)
-        .context("looking up raw topic offsets by time")?;
-    let mut assignment = TopicPartitionList::new();
-    for element in found.elements() {
-        let (_, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
-        match element.offset() {
-            Offset::Offset(start) if start < high => {
-                assignment.add_partition_offset(
-                    topic,
-                    element.partition(),
-                    Offset::Offset(start),
-                )?;
-                ends.push((element.partition(), high));
-            }
-            // Nothing at or after `from` in this partition.
-            _ => {}
-        }
-    }
-    Ok(assignment)
 }

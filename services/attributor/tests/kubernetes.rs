@@ -343,6 +343,7 @@ async fn a_reused_ip_a_410_and_an_outage_keep_the_history_right() {
 
     // An outage: the last state keeps being served; a change made meanwhile arrives after.
     server.stop();
+    // The outage lasts a while: nothing may change meanwhile.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         index.name("10.0.1.9", now_ms()).as_deref(),

@@ -236,7 +236,14 @@ async fn a_reused_ip_is_attributed_to_its_holder_at_flow_time_after_restart_and_
 
     // Pod A is deleted; pod B gets the same IP.
     kube.delete(Resource::Pods, "shop", "web-a");
+    // The reuse gap under test: B starts well after A ended.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let tenures = || {
+        attributor
+            .metric_total("netmeter_attributor_inventory_tenures")
+            .unwrap_or(0.0)
+    };
+    let tenures_before_b = tenures();
     let b_time = now_ms();
     kube.apply(
         Resource::Pods,
@@ -250,7 +257,10 @@ async fn a_reused_ip_is_attributed_to_its_holder_at_flow_time_after_restart_and_
             b_time,
         ),
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        netmeter_tests::wait_until(WAIT, || tenures() > tenures_before_b),
+        "B's address never reached the inventory"
+    );
     // B's traffic, and a late batch from A's time.
     producer
         .send_raw(&raw, &[web_to_db(2, b_time + 1_000), web_to_db(3, a_time)])
@@ -349,8 +359,14 @@ async fn two_replicas_one_killed_mid_stream_every_delta_yields_its_records() {
     let stack = Stack::start().await.unwrap();
     let group_args = ["--kubernetes=false"];
     let mut first = start(&stack, &group_args, &[]);
-    // Both replicas share the partitions before the stream starts.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Both replicas share the partitions before the stream starts: the first holds them all
+    // before the second joins.
+    let assigned = r#"netmeter_attributor_rebalances_total{event="assigned"}"#;
+    assert!(
+        netmeter_tests::wait_until(WAIT, || first.metric(assigned).is_some_and(|n| n >= 1.0)),
+        "the first replica never got its partitions\n{}",
+        first.process.log_tail()
+    );
     let second = start(&stack, &group_args, &[]);
     let raw = topic(Schema::RawV1);
     let producer = TestProducer::new(&stack.kafka_bootstrap()).unwrap();
@@ -405,7 +421,7 @@ async fn two_replicas_one_killed_mid_stream_every_delta_yields_its_records() {
     }
     // Kubernetes restarts a killed replica. (tansu 0.6 keeps the dead member's partitions
     // assigned to it until another member joins; Kafka reassigns them after the session
-    // timeout by itself.)
+    // timeout by itself.) The back-off before the restart is the behaviour under test.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let _replacement = start(&stack, &group_args, &[]);
     let expected = (nodes * batches * deltas * 2) as usize;
@@ -517,9 +533,11 @@ async fn a_broker_outage_loses_no_record() {
     {
         let producer = TestProducer::new(&stack.kafka_bootstrap()).unwrap();
         producer.send_raw(&raw, &round(1)).await.unwrap();
-        std::mem::forget(producer);
+        // Destroyed in the background, as the services' clients: the broker stops next.
+        drop(netmeter_common::consume::Detached::new(producer));
     }
-    // The broker goes away for 15 s while the attributor is working, and comes back.
+    // The broker goes away for 15 s while the attributor is working, and comes back (the
+    // outage under test).
     stack.stop_broker();
     tokio::time::sleep(Duration::from_secs(15)).await;
     stack.start_broker().unwrap();

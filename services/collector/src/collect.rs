@@ -202,18 +202,18 @@ fn dump_once(
         }
     };
     tracker.finish_dump();
-    metrics::histogram!("netmeter_collector_dump_duration_seconds")
+    metrics::histogram!(crate::metric_list::DUMP_DURATION.name)
         .record(started.elapsed().as_secs_f64());
-    metrics::gauge!("netmeter_collector_conntrack_entries").set(stats.entries as f64);
-    metrics::gauge!("netmeter_collector_tracked_connections").set(tracker.tracked() as f64);
-    metrics::counter!("netmeter_collector_malformed_entries_total").increment(stats.malformed);
+    metrics::gauge!(crate::metric_list::CONNTRACK_ENTRIES.name).set(stats.entries as f64);
+    metrics::gauge!(crate::metric_list::TRACKED_CONNECTIONS.name).set(tracker.tracked() as f64);
+    metrics::counter!(crate::metric_list::MALFORMED_ENTRIES.name).increment(stats.malformed);
     if stats.interrupted {
-        metrics::counter!("netmeter_collector_dump_interrupted_total").increment(1);
+        metrics::counter!(crate::metric_list::DUMP_INTERRUPTED.name).increment(1);
     }
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    metrics::gauge!("netmeter_collector_last_dump_timestamp_seconds").set(now.as_secs_f64());
+    metrics::gauge!(crate::metric_list::LAST_DUMP_TIMESTAMP.name).set(now.as_secs_f64());
     drop(tracker);
     chunk.append(&mut lock(&shared.ended));
     Ok(chunk)
@@ -221,16 +221,16 @@ fn dump_once(
 
 fn count(deltas: &[ConntrackDelta]) {
     for d in deltas {
-        metrics::counter!("netmeter_collector_bytes_total", "direction" => "original")
+        metrics::counter!(crate::metric_list::BYTES.name, "direction" => "original")
             .increment(d.delta.orig_bytes);
-        metrics::counter!("netmeter_collector_bytes_total", "direction" => "reply")
+        metrics::counter!(crate::metric_list::BYTES.name, "direction" => "reply")
             .increment(d.delta.reply_bytes);
-        metrics::counter!("netmeter_collector_packets_total", "direction" => "original")
+        metrics::counter!(crate::metric_list::PACKETS.name, "direction" => "original")
             .increment(d.delta.orig_packets);
-        metrics::counter!("netmeter_collector_packets_total", "direction" => "reply")
+        metrics::counter!(crate::metric_list::PACKETS.name, "direction" => "reply")
             .increment(d.delta.reply_packets);
     }
-    metrics::counter!("netmeter_collector_deltas_total").increment(deltas.len() as u64);
+    metrics::counter!(crate::metric_list::DELTAS.name).increment(deltas.len() as u64);
 }
 
 fn dump_every(
@@ -316,7 +316,7 @@ fn dump_every(
             }
             Err(err) => {
                 // Counted and retried next interval: what was not emitted accumulates.
-                metrics::counter!("netmeter_collector_dump_errors_total").increment(1);
+                metrics::counter!(crate::metric_list::DUMP_ERRORS.name).increment(1);
                 tracing::warn!(error = %err, "conntrack dump failed; retrying next interval");
                 false
             }
@@ -393,20 +393,20 @@ fn read_events_until_stopped(socket: &mut ConntrackSocket, shared: &Shared) {
         }
         let result = socket.next_events(|event| match event {
             Ok(entry) if shared.filter.wants(&entry) => {
-                metrics::counter!("netmeter_collector_events_total").increment(1);
+                metrics::counter!(crate::metric_list::EVENTS.name).increment(1);
                 if let Some(delta) = lock(&shared.tracker).destroyed(&entry) {
                     lock(&shared.ended).push(delta);
                 }
             }
             Ok(_) => {}
-            Err(_) => metrics::counter!("netmeter_collector_malformed_entries_total").increment(1),
+            Err(_) => metrics::counter!(crate::metric_list::MALFORMED_ENTRIES.name).increment(1),
         });
         match result {
             Ok(()) => {}
             Err(NetlinkError::Overrun) => {
                 // Lost events: those connections' last bytes since the previous dump are lost;
                 // the next dump forgets them. Nothing is counted twice.
-                metrics::counter!("netmeter_collector_event_overruns_total").increment(1);
+                metrics::counter!(crate::metric_list::EVENT_OVERRUNS.name).increment(1);
                 if !overrun_logged {
                     tracing::warn!(
                         "conntrack event socket overran; final deltas of some ended connections were lost (counted in netmeter_collector_event_overruns_total)"
@@ -453,8 +453,8 @@ impl TableFill {
         else {
             return None;
         };
-        metrics::gauge!("netmeter_collector_conntrack_table_entries").set(count);
-        metrics::gauge!("netmeter_collector_conntrack_table_max").set(max);
+        metrics::gauge!(crate::metric_list::CONNTRACK_TABLE_ENTRIES.name).set(count);
+        metrics::gauge!(crate::metric_list::CONNTRACK_TABLE_MAX.name).set(max);
         let near_full = max > 0.0 && count / max >= Self::WARN_AT;
         if near_full && !self.warned {
             tracing::warn!(

@@ -22,23 +22,11 @@ pub struct Interval {
     pub last_part: bool,
 }
 
-/// Protocol name for people; the number when it has no common name.
-pub fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        33 => "dccp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        n => n.to_string(),
-    }
-}
-
 /// One line of `--output stdout`.
 #[derive(Serialize)]
 struct JsonDelta {
-    proto: String,
+    /// As flow records name it ([`netmeter_proto::protocol_name`]).
+    proto: &'static str,
     orig_src: IpAddr,
     orig_dst: IpAddr,
     orig_sport: u16,
@@ -68,7 +56,7 @@ pub fn write_json_lines(interval: &Interval, out: &mut impl Write) -> std::io::R
     let end = humantime::format_rfc3339_millis(interval.end).to_string();
     for d in &interval.deltas {
         let line = JsonDelta {
-            proto: protocol_name(d.entry.protocol),
+            proto: netmeter_proto::protocol_name(d.entry.protocol.into()),
             orig_src: d.entry.original.src,
             orig_dst: d.entry.original.dst,
             orig_sport: d.entry.original.src_port,

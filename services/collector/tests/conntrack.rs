@@ -36,6 +36,8 @@ fn sum_by_source_port(intervals: &[Interval]) -> HashMap<(u8, u16), (Counters, b
 struct Collecting {
     collection: collect::Collection,
     intervals: mpsc::Receiver<Interval>,
+    /// Intervals taken off the channel by [`Collecting::wait_for`].
+    received: Vec<Interval>,
 }
 
 impl Collecting {
@@ -58,13 +60,24 @@ impl Collecting {
         Collecting {
             collection,
             intervals,
+            received: Vec::new(),
         }
+    }
+
+    /// Waits until `done(every interval emitted so far)` holds; false after `timeout`.
+    fn wait_for(&mut self, timeout: Duration, mut done: impl FnMut(&[Interval]) -> bool) -> bool {
+        netmeter_tests::wait_until(timeout, || {
+            while let Ok(interval) = self.intervals.try_recv() {
+                self.received.push(interval);
+            }
+            done(&self.received)
+        })
     }
 
     /// Stops the collection and returns every interval it emitted.
     fn finish(mut self) -> Vec<Interval> {
         drop(self.collection);
-        let mut intervals = Vec::new();
+        let mut intervals = self.received;
         while let Ok(interval) = self.intervals.try_recv() {
             intervals.push(interval);
         }
@@ -79,7 +92,7 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
     common::expire_closed_tcp_quickly(&node);
     let events = common::destroy_events(&node);
 
-    let collecting = Collecting::start(&topology, DumpMode::Read).await;
+    let mut collecting = Collecting::start(&topology, DumpMode::Read).await;
 
     let pod_a = topology.pod_a_ns_name().to_string();
     let pod_b = topology.pod_b_ns_name().to_string();
@@ -97,7 +110,16 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
     let udp6 = netns::udp_send(&pod_a, (netns::POD_B_V6, 5353).into(), 500, 1200).unwrap();
     let long_local = long.local_addr();
     long.join().unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await; // both TCP connections end and are dumped
+    // Both TCP connections end (1 s timeouts) and their final deltas are handed on.
+    let tcp_ports = [short.local.port(), long_local.port()];
+    let handed_on = collecting.wait_for(Duration::from_secs(30), |intervals| {
+        let ours = sum_by_source_port(intervals);
+        (tcp_ports.iter()).all(|port| {
+            ours.get(&(6, *port))
+                .is_some_and(|(_, destroyed)| *destroyed)
+        })
+    });
+    assert!(handed_on, "no final delta for both TCP connections");
 
     let live = netns::conntrack_list(&node).unwrap();
     let intervals = collecting.finish();
@@ -207,6 +229,7 @@ async fn collect_for(
 ) -> Vec<Interval> {
     let collecting = Collecting::start(topology, mode).await;
     traffic();
+    // The collection runs this long: what the callers compare is what it saw meanwhile.
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     collecting.finish()
 }
@@ -250,6 +273,7 @@ async fn other_readers_keep_their_counters_unless_zeroing_is_asked_for() {
 fn output_stdout_prints_one_json_object_per_delta() {
     let topology = NodeTopology::create().unwrap();
     let node_ns = topology.node_ns_path();
+    let http_port = netmeter_tests::free_port();
     let collector = Command::new(env!("CARGO_BIN_EXE_netmeter-collector"))
         .args([
             "--output",
@@ -259,7 +283,7 @@ fn output_stdout_prints_one_json_object_per_delta() {
             "--node-name",
             "node-a",
             "--http-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{http_port}"),
         ])
         .arg("--netns")
         .arg(&node_ns)
@@ -268,8 +292,20 @@ fn output_stdout_prints_one_json_object_per_delta() {
         .spawn()
         .unwrap();
     let collector = netmeter_tests::process::KilledOnDrop(collector);
-    std::thread::sleep(Duration::from_millis(1500)); // baseline
+    // Ready once the baseline is taken.
+    let ready = || {
+        matches!(
+            netmeter_tests::service::http_get(http_port, "/readyz"),
+            Ok((200, _))
+        )
+    };
+    assert!(
+        netmeter_tests::wait_until(Duration::from_secs(30), ready),
+        "the collector never took its baseline"
+    );
     let sport = udp_flow(&topology, 7003, 100, 100);
+    // Two intervals for the flow's delta to be printed: what it printed can only be read once
+    // it has stopped, so this is a fixed time.
     std::thread::sleep(Duration::from_millis(2500));
     let out = collector.finish();
     let lines: Vec<serde_json::Value> = out

@@ -9,6 +9,7 @@ use netmeter_collector::Args;
 use netmeter_common::ServiceContext;
 use netmeter_proto::{DEFAULT_TOPIC_PREFIX, Schema};
 use netmeter_tests::netns::{self, NodeTopology};
+use netmeter_tests::records::{ReadMessage, TopicReader};
 use netmeter_tests::{Stack, broker};
 
 const OUTAGE_SECS: u64 = 30;
@@ -31,7 +32,12 @@ async fn broker_outage_of_30s_loses_nothing_and_duplicates_nothing() {
     let config = args.validate().unwrap();
     let ctx = ServiceContext::default();
     let collector = tokio::spawn(netmeter_collector::run(config, ctx.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await; // baseline taken
+    // Ready once the baseline is taken: what moves from now on is counted.
+    let ready = || ctx.health.is_ready();
+    assert!(
+        tokio::task::block_in_place(|| netmeter_tests::wait_until(Duration::from_secs(30), ready)),
+        "the collector never took its baseline"
+    );
 
     // One UDP flow, 20 datagrams of 500 B every 250 ms for 45 s (3600 datagrams in all).
     let to: SocketAddr = (netns::POD_B_V4, 5353).into();
@@ -44,19 +50,45 @@ async fn broker_outage_of_30s_loses_nothing_and_duplicates_nothing() {
                 for _ in 0..20 {
                     socket.send_to(&[0; 500], to).unwrap();
                 }
+                // Pacing: the flow lasts through the outage.
                 std::thread::sleep(Duration::from_millis(250));
             }
             socket.local_addr().unwrap()
         })
         .unwrap()
     });
+    // The timeline under test: 5 s of traffic, then the outage of OUTAGE_SECS.
     tokio::time::sleep(Duration::from_secs(5)).await;
     stack.stop_broker();
     tokio::time::sleep(Duration::from_secs(OUTAGE_SECS)).await;
     stack.start_broker().unwrap();
     let port = sender.await.unwrap();
-    // Batches that were in flight at the outage are retried for up to 10 s, then resent.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Batches that were in flight at the outage are retried for up to 10 s, then resent: wait
+    // until the topic holds every byte the flow sent (3600 datagrams of 528 B on the wire).
+    let topic = Schema::RawV1.topic(DEFAULT_TOPIC_PREFIX);
+    let mut reader = TopicReader::new(
+        &stack.kafka_bootstrap(),
+        &topic,
+        netmeter_tests::stack::PARTITIONS,
+    )
+    .unwrap();
+    let flow_bytes = |messages: &[ReadMessage]| -> u64 {
+        (messages.iter())
+            .filter_map(|m| netmeter_proto::decode_batch(&m.payload).ok())
+            .flat_map(|b| b.deltas)
+            .filter(|d| (d.original.as_ref()).is_some_and(|t| t.src_port == u32::from(port.port())))
+            .map(|d| d.orig_bytes)
+            .sum()
+    };
+    let all_published = reader
+        .read_until(Duration::from_secs(60), |m| flow_bytes(m) >= 3600 * 528)
+        .await;
+    assert!(
+        all_published,
+        "published {} of {} bytes",
+        flow_bytes(&reader.messages),
+        3600 * 528
+    );
 
     let kernel = netns::conntrack_list(topology.node_ns_name()).unwrap();
     let kernel = kernel
@@ -67,7 +99,6 @@ async fn broker_outage_of_30s_loses_nothing_and_duplicates_nothing() {
     ctx.shutdown.cancel();
     collector.await.unwrap().unwrap();
 
-    let topic = Schema::RawV1.topic(DEFAULT_TOPIC_PREFIX);
     let records = broker::read_topic(
         &stack.kafka_bootstrap(),
         &topic,

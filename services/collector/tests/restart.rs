@@ -178,6 +178,7 @@ fn udp_stream(ns: &str, to: SocketAddr, per_tick: u32, ticks: u32) -> netns::Net
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         for _ in 0..ticks {
             send_udp(&socket, to, per_tick);
+            // Pacing: the flow lasts across the restart.
             std::thread::sleep(Duration::from_millis(100));
         }
         socket.local_addr().unwrap().port()
@@ -215,14 +216,24 @@ async fn a_rolling_update_loses_no_byte() {
     let short_lived = udp_socket(pod_a);
     let short_lived_port = short_lived.local_addr().unwrap().port();
     send_udp(&short_lived, udp_to, 10);
+    // The old process meters two seconds of the traffic before the update.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     stop(&mut old);
     assert_logged(&old, "saved the counter state");
     // A rolling update's pause: the traffic goes on with no collector.
     send_udp(&short_lived, udp_to, 5);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counted = || {
+        let live = netns::conntrack_list(&node).unwrap();
+        (live.iter())
+            .any(|e| e.protocol == 17 && e.orig.sport == short_lived_port && e.orig.packets == 15)
+    };
+    assert!(
+        netmeter_tests::wait_until(Duration::from_secs(5), counted),
+        "the kernel never counted the short-lived flow's 15 datagrams"
+    );
     delete_udp_entry(&node, short_lived_port);
+    // The pause goes on a while after the flow ended.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut new = start_collector(&stack, &topology.node_ns_path(), state_dir.path(), &[]);
     assert_eq!(
@@ -245,9 +256,16 @@ async fn a_rolling_update_loses_no_byte() {
     direct.join().unwrap();
     let udp_port = udp.join().unwrap();
     assert_eq!(tcp_sink.received(), 30 * 130_000);
-    // The TCP connections end (1 s timeouts) and their DESTROY events reach the collector; the
-    // UDP flow's last counters are dumped and published.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The TCP connections end (1 s timeouts): their DESTROY events are queued for the
+    // collector, which hands them on when it stops (with the UDP flow's last counters).
+    let tcp_ended = || {
+        let live = netns::conntrack_list(&node).unwrap();
+        !(live.iter()).any(|e| e.protocol == 6 && tcp_ports.contains(&e.orig.sport))
+    };
+    assert!(
+        netmeter_tests::wait_until(Duration::from_secs(30), tcp_ended),
+        "the TCP connections never left the table"
+    );
     let live = netns::conntrack_list(&node).unwrap();
     assert_eq!(
         new.metric("netmeter_collector_restart_ended_connections_total"),
@@ -346,7 +364,8 @@ async fn a_kill_loses_exactly_the_gap_and_says_how_long_it_was() {
         tcp.write_all(&vec![0xa5; bytes]).unwrap();
         tcp_sent += bytes as u64;
         assert!(tcp_sink.wait_received(tcp_sent, Duration::from_secs(5)));
-        // The receiver's last ACKs pass too: after this, nothing moves.
+        // The receiver's last ACKs pass too: after this, nothing moves. (No counter says when
+        // the last ACK has passed: a settling time.)
         std::thread::sleep(Duration::from_millis(300));
     };
     let counters = || {
@@ -385,6 +404,7 @@ async fn a_kill_loses_exactly_the_gap_and_says_how_long_it_was() {
     send(100, 200_000); // during the gap: nobody counts it
     let gap_start = std::time::Instant::now();
     let before_restart = counters();
+    // The gap under test lasts at least a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut new = start_collector(&stack, &topology.node_ns_path(), state_dir.path(), &[]);
     let gap_at_least = gap_start.elapsed().as_secs();
@@ -405,6 +425,7 @@ async fn a_kill_loses_exactly_the_gap_and_says_how_long_it_was() {
     assert_eq!(new.metric("netmeter_collector_state_restores_total"), None);
 
     send(50, 100_000); // counted again
+    // The new process meters a few intervals before it stops.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let at_end = counters();
     stop(&mut new);
@@ -449,6 +470,7 @@ async fn unusable_states_are_ignored_with_the_reason_and_counting_restarts_from_
     let mut first = start_collector(&stack, &topology.node_ns_path(), saved.path(), &[]);
     let mut udp = UdpFlow::open(&topology);
     udp.send(20);
+    // It meters a while before it stops.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop(&mut first);
     let state_file = saved.path().join("connections.state");
@@ -518,7 +540,8 @@ async fn unusable_states_are_ignored_with_the_reason_and_counting_restarts_from_
         let gap = format!("netmeter_collector_restart_gaps_total{{reason=\"{reason}\"}}");
         let expected_gap = (reason != "other_netns").then_some(1.0);
         assert_eq!(collector.metric(&gap), expected_gap, "{case}");
-        // Counting runs: what moves now is published, from a baseline.
+        // Counting runs: what moves now is published, from a baseline. (The pacing: a while
+        // before and after the flow moves again.)
         tokio::time::sleep(Duration::from_millis(1500)).await;
         udp.send(10);
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -577,6 +600,7 @@ async fn batches_unacknowledged_at_shutdown_are_sent_first_by_the_next_process()
     let mut old = start_collector(&stack, &topology.node_ns_path(), state_dir.path(), &[]);
     let mut udp = UdpFlow::open(&topology);
     udp.send(100);
+    // The timeline under test: two intervals published, then two dumped with no broker.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.stop_broker();
     udp.send(100);
@@ -592,6 +616,7 @@ async fn batches_unacknowledged_at_shutdown_are_sent_first_by_the_next_process()
         Some(1.0)
     );
     udp.send(50);
+    // The new process meters a few intervals before it stops.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restored_batches = new
         .metric("netmeter_collector_restored_batches_total")

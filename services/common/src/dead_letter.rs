@@ -1,5 +1,5 @@
 //! The dead-letter topic: a message a service cannot process is forwarded there unchanged,
-//! with headers saying where it came from and why, counted in
+//! with headers saying where it came from and why, counted in the service's
 //! `netmeter_<service>_dead_letters_total{reason}` and logged once with its position. The
 //! pipeline then moves on; nothing is dropped silently.
 
@@ -11,6 +11,7 @@ use netmeter_proto::{
 };
 
 use crate::kafka::KafkaArgs;
+use crate::metric::Metric;
 use crate::publish::Outgoing;
 
 /// A message that could not be processed, as read.
@@ -27,13 +28,17 @@ pub struct Rejected<'a> {
 pub struct DeadLetters {
     topic: String,
     service: &'static str,
+    counter: Metric,
 }
 
 impl DeadLetters {
-    pub fn new(kafka: &KafkaArgs, service: &'static str) -> DeadLetters {
+    /// `service` goes into the service header; `counter`, declared in the service's metric
+    /// list, counts the letters by reason.
+    pub fn new(kafka: &KafkaArgs, service: &'static str, counter: Metric) -> DeadLetters {
         DeadLetters {
             topic: kafka.topic(Schema::DeadLetterV1.tag()),
             service,
+            counter,
         }
     }
 
@@ -49,8 +54,7 @@ impl DeadLetters {
         reason: &dyn Display,
         label: &'static str,
     ) -> Outgoing {
-        metrics::counter!(format!("netmeter_{}_dead_letters_total", self.service), "reason" => label)
-            .increment(1);
+        metrics::counter!(self.counter.name, "reason" => label).increment(1);
         let source = format!(
             "{}/{}/{}",
             rejected.topic, rejected.partition, rejected.offset

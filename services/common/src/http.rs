@@ -67,12 +67,15 @@ pub fn render_also(render: impl Fn(&mut String) + Send + Sync + 'static) {
         .push(Box::new(render));
 }
 
-/// Everything `/metrics` serves: the recorder's metrics, then those of [`render_also`].
+/// Everything `/metrics` serves: the recorder's metrics, then those of [`render_also`], then
+/// the `# HELP` and `# TYPE` lines of the declared metrics without samples yet
+/// ([`crate::metric::declare`]).
 fn render(handle: &PrometheusHandle) -> String {
     let mut body = handle.render();
     for render in RENDERERS.lock().expect("renderers lock").iter() {
         render(&mut body);
     }
+    crate::metric::render_unsampled(&mut body);
     body
 }
 

@@ -259,60 +259,6 @@ fn path_string(path: &Option<PathBuf>) -> Option<String> {
     path.as_ref().map(|p| p.display().to_string())
 }
 
-/// Consumer context for group members: logs and counts every rebalance, so an operator can
-/// see which replica reads which partitions.
-pub struct GroupContext {
-    pub service: &'static str,
-}
-
-impl rdkafka::client::ClientContext for GroupContext {}
-
-impl rdkafka::consumer::ConsumerContext for GroupContext {
-    fn post_rebalance(
-        &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &rdkafka::consumer::Rebalance<'_>,
-    ) {
-        use rdkafka::consumer::Rebalance;
-        let (event, partitions) = match rebalance {
-            Rebalance::Assign(list) => ("assigned", list),
-            Rebalance::Revoke(list) => ("revoked", list),
-            Rebalance::Error(err) => {
-                tracing::warn!(error = %err, "consumer group rebalance failed");
-                return;
-            }
-        };
-        let partitions: Vec<String> = partitions
-            .elements()
-            .iter()
-            .map(|e| format!("{}/{}", e.topic(), e.partition()))
-            .collect();
-        metrics::counter!(format!("netmeter_{}_rebalances_total", self.service), "event" => event)
-            .increment(1);
-        tracing::info!(event, ?partitions, "consumer group rebalance");
-    }
-}
-
-/// How long [`leave_group`] keeps polling so librdkafka can revoke and send LeaveGroup.
-const LEAVE_GROUP_WAIT: Duration = Duration::from_millis(500);
-
-/// Leaves the consumer group at shutdown, so the partitions move to the other replicas (or to
-/// this replica's successor) at once instead of after the session timeout. librdkafka sends
-/// LeaveGroup only once the revocation has been served, which needs the consumer polled: so
-/// it is polled here for a moment, and what arrives meanwhile is dropped uncommitted (the next
-/// owner reads it again). The consumer is not destroyed by this: destroying a librdkafka
-/// consumer can block forever against some brokers (tansu 0.6).
-pub async fn leave_group<C: rdkafka::consumer::ConsumerContext + 'static>(
-    consumer: &rdkafka::consumer::StreamConsumer<C>,
-) {
-    consumer.unsubscribe();
-    let deadline = tokio::time::Instant::now() + LEAVE_GROUP_WAIT;
-    while tokio::time::timeout_at(deadline, consumer.recv())
-        .await
-        .is_ok()
-    {}
-}
-
 /// The value of header `key` of a consumed message.
 pub fn header<'a, M: rdkafka::message::Message>(message: &'a M, key: &str) -> Option<&'a [u8]> {
     use rdkafka::message::Headers;
@@ -328,6 +274,12 @@ pub enum TopicError {
     Metadata(#[from] rdkafka::error::KafkaError),
     #[error("topic `{0}` does not exist: create it (the local stack does; see README 'Topics')")]
     Missing(String),
+    /// Assigning or positioning a reader failed (the cause is the source).
+    #[error("cannot read topic `{topic}` from the Kafka brokers")]
+    Read {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 /// Checks that every topic exists; blocking, so call it from `spawn_blocking`.

@@ -13,6 +13,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+use crate::metric::Metric;
 use crate::retry::{FIRST_DELAY, MAX_DELAY};
 
 /// A message kept until the broker acknowledged it, so it can be sent again.
@@ -36,24 +37,35 @@ pub struct Pending {
 #[error("shutdown before the broker acknowledged the message")]
 pub struct ShutdownBeforeAck;
 
+/// The counters of a [`Publisher`], declared in its service's metric list.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishMetrics {
+    /// Failed deliveries (each is retried).
+    pub errors: Metric,
+    /// Messages sent again after a failed delivery.
+    pub retries: Metric,
+    /// Producers replaced after failed deliveries.
+    pub rebuilds: Metric,
+}
+
 pub struct Publisher {
     config: ClientConfig,
     producer: Mutex<(u64, FutureProducer)>,
     generation: AtomicU64,
     failing: AtomicBool,
-    service: &'static str,
+    counters: PublishMetrics,
 }
 
 impl Publisher {
-    /// `config` is the complete producer configuration; `service` prefixes the metrics.
-    pub fn new(config: ClientConfig, service: &'static str) -> Result<Publisher, KafkaError> {
+    /// `config` is the complete producer configuration; `counters` are the service's.
+    pub fn new(config: ClientConfig, counters: PublishMetrics) -> Result<Publisher, KafkaError> {
         let producer = config.create()?;
         Ok(Publisher {
             config,
             producer: Mutex::new((0, producer)),
             generation: AtomicU64::new(0),
             failing: AtomicBool::new(false),
-            service,
+            counters,
         })
     }
 
@@ -130,8 +142,7 @@ impl Publisher {
                 _ = shutdown.cancelled() => return Err(ShutdownBeforeAck),
             }
             delay = (delay * 2).min(MAX_DELAY);
-            metrics::counter!(format!("netmeter_{}_publish_retries_total", self.service))
-                .increment(1);
+            metrics::counter!(self.counters.retries.name).increment(1);
             pending = self.enqueue(pending.message).await;
         }
     }
@@ -147,7 +158,7 @@ impl Publisher {
     }
 
     fn note_failure(&self, err: &KafkaError, topic: &str) {
-        metrics::counter!(format!("netmeter_{}_publish_errors_total", self.service)).increment(1);
+        metrics::counter!(self.counters.errors.name).increment(1);
         if !self.failing.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %err, topic, "cannot publish to Kafka; retrying with backoff until the broker acknowledges");
         }
@@ -165,8 +176,7 @@ impl Publisher {
             Ok(producer) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 *guard = (generation, producer);
-                metrics::counter!(format!("netmeter_{}_producer_rebuilds_total", self.service))
-                    .increment(1);
+                metrics::counter!(self.counters.rebuilds.name).increment(1);
             }
             Err(err) => tracing::warn!(error = %err, "cannot create a new Kafka producer"),
         }

@@ -98,7 +98,7 @@ where
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {}: {e}", args.http_addr))?;
-    metrics::gauge!("netmeter_build_info", "service" => name, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(crate::metric::BUILD_INFO.name, "service" => name, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     tracing::info!(service = name, http_addr = %args.http_addr, "starting");
     let http = tokio::spawn(http::serve(
         listener,

@@ -73,6 +73,7 @@ use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use clickhouse::insert_formatted::CompressedData;
 use clickhouse::{Client, Compression, Row};
+use netmeter_common::consume::Detached;
 use netmeter_proto::{EndpointView, FlowView, Schema};
 use netmeter_sink::native::{self, NativeEncoder};
 use netmeter_sink::pipeline;
@@ -1055,7 +1056,7 @@ fn bench_e2e(
     );
     sink.process.terminate(Duration::from_secs(10));
     // As the sink itself does: destroying this librdkafka client can block against tansu.
-    std::mem::forget(producer);
+    drop(Detached::new(producer));
     let read = read_all(&stack.kafka_bootstrap(), &topic, message_count)?;
     Ok(E2eReport {
         rows: rows.len(),
@@ -1085,6 +1086,7 @@ fn read_all(bootstrap: &str, topic: &str, messages: usize) -> anyhow::Result<f64
         )
         .set("enable.auto.commit", "false")
         .create()?;
+    let consumer = Detached::new(consumer);
     let mut assignment = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
@@ -1104,8 +1106,6 @@ fn read_all(bootstrap: &str, topic: &str, messages: usize) -> anyhow::Result<f64
     }
     let took = started.elapsed().as_secs_f64();
     std::hint::black_box(bytes);
-    // Destroying a librdkafka consumer can block forever against tansu.
-    std::mem::forget(consumer);
     Ok(took)
 }
 

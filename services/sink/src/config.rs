@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use netmeter_common::kafka::KafkaArgs;
 use netmeter_common::{ConfigError, ServiceArgs};
+use netmeter_proto::Schema;
 
 use crate::schema::{KafkaEngineSettings, SchemaSettings};
 
@@ -100,6 +101,17 @@ pub struct Config {
     pub clickhouse: ClickHouseArgs,
     pub batch: BatchArgs,
     pub schema: SchemaSettings,
+}
+
+impl Config {
+    /// The settings of `migrate --kafka-engine` and `ddl --kafka-engine`: brokers and topic
+    /// default to the sink's own (`--kafka-brokers`, the flows topic).
+    pub fn kafka_engine(&self, engine: KafkaEngineSettings) -> KafkaEngineSettings {
+        engine.with_defaults(
+            &self.kafka.brokers,
+            &self.kafka.topic(Schema::FlowsV1.tag()),
+        )
+    }
 }
 
 impl Args {

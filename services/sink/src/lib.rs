@@ -3,9 +3,12 @@
 //! Reading order: [`row`] (a wire record -> a table row), [`native`] (rows -> the block that is
 //! inserted), [`pipeline`] (consume, batch, insert, commit), [`schema`] (tables, migrations,
 //! rollups, the Kafka-engine path).
+//!
+//! The service: [`Config`] (checked flags) -> [`build`] -> [`Service::run`] until shutdown. The
+//! one-shot commands: [`migrate_command`] (`migrate`) and [`ddl`] (`ddl`).
 
 pub mod config;
-pub mod metric_descriptions;
+pub mod metric_list;
 pub mod native;
 pub mod pipeline;
 pub mod row;
@@ -13,15 +16,20 @@ pub mod schema;
 
 pub use config::{Args, ClickHouseArgs, Command, Config};
 
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use netmeter_common::ServiceContext;
+use netmeter_common::consume::GroupConsumer;
 use netmeter_common::dead_letter::DeadLetters;
-use netmeter_common::kafka::{GroupContext, wait_for_topics};
+use netmeter_common::kafka::wait_for_topics;
 use netmeter_common::publish::Publisher;
 use netmeter_proto::Schema;
+use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{BatchLimits, Sink};
+use crate::schema::{KafkaEngineSettings, MigrationReport};
 
 impl ClickHouseArgs {
     /// A client for the server (not bound to the database, which may not exist yet).
@@ -34,62 +42,130 @@ impl ClickHouseArgs {
     }
 }
 
-/// Runs the sink until `ctx.shutdown` is cancelled.
+/// Of `--shutdown-timeout`, the share for writing the batch in progress and committing; the
+/// rest is for leaving the consumer group.
+const DRAIN_SHARE: f32 = 0.6;
+
+/// How long librdkafka retries a dead letter's delivery before failing it; then
+/// `Publisher::confirm` rebuilds the producer and sends again, so this only bounds one attempt.
+const MESSAGE_TIMEOUT_MS: &str = "15000";
+
+/// Runs the sink until `ctx.shutdown` is cancelled: [`build`], ready, [`Service::run`].
 pub async fn run(config: Config, ctx: ServiceContext) -> anyhow::Result<()> {
+    let Some(service) = build(config, &ctx.shutdown).await? else {
+        return Ok(()); // shut down before ClickHouse or the topics were there
+    };
+    ctx.health.set_ready(true);
+    service.run(ctx.shutdown).await
+}
+
+/// The sink, ready to consume: the schema up to date, the consumer and the dead-letter producer
+/// created.
+pub struct Service {
+    sink: Arc<Sink>,
+    drain: Duration,
+}
+
+/// Waits for ClickHouse, brings the schema up to date ([`migrate`]), waits for the topics and
+/// creates the Kafka clients. `None` if `shutdown` came first.
+pub async fn build(
+    config: Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Service>> {
     let kafka = &config.kafka;
     let flows_topic = kafka.topic(Schema::FlowsV1.tag());
     tracing::info!(clickhouse = %config.clickhouse.url, topic = %flows_topic, "sink configured");
-    metric_descriptions::describe();
+    netmeter_common::metric::declare(metric_list::ALL);
     let client = config.clickhouse.client();
-    if !wait_for_clickhouse(&client, &ctx).await {
-        return Ok(());
+    if !wait_for_clickhouse(&client, shutdown).await {
+        return Ok(None);
     }
-    let report = schema::migrate(&client, &config.schema).await?;
+    let report = migrate(&client, &config, None).await?;
     tracing::info!(%report, "schema up to date");
     let topics = vec![flows_topic.clone(), kafka.topic(Schema::DeadLetterV1.tag())];
-    if !wait_for_topics(kafka, topics, &ctx.shutdown).await? {
-        return Ok(());
+    if !wait_for_topics(kafka, topics, shutdown).await? {
+        return Ok(None);
     }
-    let consumer: rdkafka::consumer::StreamConsumer<GroupContext> = kafka
-        .client_config("netmeter-sink")
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(GroupContext { service: "sink" })?;
-    let consumer = Arc::new(consumer);
+    let consumer = GroupConsumer::new(
+        kafka
+            .client_config("netmeter-sink")
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest"),
+        metric_list::CONSUMER,
+    )?;
     let mut producer = kafka.client_config("netmeter-sink");
     producer
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "15000");
-    let sink = Arc::new(Sink {
-        consumer: consumer.clone(),
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
+    let sink = Sink {
+        consumer: Arc::new(consumer),
         topic: flows_topic,
         client: client.with_database(&config.schema.database),
         table: "flows".into(),
-        publisher: Arc::new(Publisher::new(producer, "sink")?),
-        dead_letters: DeadLetters::new(kafka, "sink"),
+        publisher: Arc::new(Publisher::new(producer, metric_list::PUBLISH)?),
+        dead_letters: DeadLetters::new(kafka, "sink", metric_list::DEAD_LETTERS),
         limits: BatchLimits {
             max_rows: config.batch.batch_rows,
             max_age: config.batch.batch_age,
         },
-    });
-    ctx.health.set_ready(true);
-    let result = sink
-        .run(
-            ctx.shutdown.clone(),
-            config.service.shutdown_timeout.mul_f32(0.6),
-        )
-        .await;
-    // Destroying a librdkafka consumer can block forever against some brokers (tansu); the
-    // offsets are committed, so leaving it to the process exit loses nothing.
-    std::mem::forget(consumer);
-    result
+    };
+    Ok(Some(Service {
+        sink: Arc::new(sink),
+        drain: config.service.shutdown_timeout.mul_f32(DRAIN_SHARE),
+    }))
+}
+
+impl Service {
+    /// Consumes the flows topic into ClickHouse until `shutdown`, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.sink.run(shutdown, self.drain).await
+    }
 }
 
 /// Waits until ClickHouse answers a query; false if shutdown came first.
-async fn wait_for_clickhouse(client: &clickhouse::Client, ctx: &ServiceContext) -> bool {
+async fn wait_for_clickhouse(client: &clickhouse::Client, shutdown: &CancellationToken) -> bool {
     let ping = || client.query("SELECT 1").fetch_one::<u8>();
-    netmeter_common::retry::until_ok("ClickHouse", &ctx.shutdown, ping)
+    netmeter_common::retry::until_ok("ClickHouse", shutdown, ping)
         .await
         .is_some()
+}
+
+/// Brings the schema up to date ([`schema::migrate`]) and, with `kafka_engine`, creates the
+/// Kafka-engine path too (only the `migrate` command does: the service reads the topic itself).
+pub async fn migrate(
+    client: &clickhouse::Client,
+    config: &Config,
+    kafka_engine: Option<&KafkaEngineSettings>,
+) -> anyhow::Result<MigrationReport> {
+    let report = schema::migrate(client, &config.schema).await?;
+    if let Some(engine) = kafka_engine {
+        schema::create_kafka_engine(client, &config.schema, engine).await?;
+    }
+    Ok(report)
+}
+
+/// `netmeter-sink migrate [--kafka-engine]`: [`migrate`], then prints what it did; exit code 1
+/// if it failed.
+pub fn migrate_command(config: Config, kafka_engine: Option<KafkaEngineSettings>) -> ExitCode {
+    if let Err(err) = config.service.log.init() {
+        err.exit();
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let client = config.clickhouse.client();
+    match runtime.block_on(migrate(&client, &config, kafka_engine.as_ref())) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "migration failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `netmeter-sink ddl [--kafka-engine]`: the schema's SQL, with the Kafka-engine path if given.
+pub fn ddl(config: &Config, kafka_engine: Option<&KafkaEngineSettings>) -> String {
+    schema::ddl(&config.schema, kafka_engine)
 }

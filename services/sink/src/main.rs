@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
-use netmeter_proto::Schema;
-use netmeter_sink::{Args, Command, schema};
+use netmeter_sink::{Args, Command};
 
 fn main() -> ExitCode {
     let mut args: Args = netmeter_common::parse_args();
@@ -11,49 +10,24 @@ fn main() -> ExitCode {
     if let Some(code) = config.service.check_config_exit() {
         return code;
     }
-    let topic = config.kafka.topic(Schema::FlowsV1.tag());
     match command {
         None => netmeter_common::run_service("sink", config.service.clone(), |ctx| {
             netmeter_sink::run(config, ctx)
         }),
-        Some(Command::Ddl {
-            kafka_engine,
-            engine,
-        }) => {
-            let engine = engine.with_defaults(&config.kafka.brokers, &topic);
-            print!(
-                "{}",
-                schema::ddl(&config.schema, kafka_engine.then_some(&engine))
-            );
-            ExitCode::SUCCESS
-        }
         Some(Command::Migrate {
             kafka_engine,
             engine,
         }) => {
-            if let Err(err) = config.service.log.init() {
-                err.exit();
-            }
-            let engine = engine.with_defaults(&config.kafka.brokers, &topic);
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let result = runtime.block_on(async {
-                let client = config.clickhouse.client();
-                let report = schema::migrate(&client, &config.schema).await?;
-                if kafka_engine {
-                    schema::create_kafka_engine(&client, &config.schema, &engine).await?;
-                }
-                anyhow::Ok(report)
-            });
-            match result {
-                Ok(report) => {
-                    println!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    tracing::error!(error = format!("{err:#}"), "migration failed");
-                    ExitCode::FAILURE
-                }
-            }
+            let engine = kafka_engine.then(|| config.kafka_engine(engine));
+            netmeter_sink::migrate_command(config, engine)
+        }
+        Some(Command::Ddl {
+            kafka_engine,
+            engine,
+        }) => {
+            let engine = kafka_engine.then(|| config.kafka_engine(engine));
+            print!("{}", netmeter_sink::ddl(&config, engine.as_ref()));
+            ExitCode::SUCCESS
         }
     }
 }

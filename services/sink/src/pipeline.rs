@@ -17,16 +17,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use netmeter_common::consume::GroupConsumer;
 use netmeter_common::dead_letter::{DeadLetters, Rejected};
-use netmeter_common::kafka::{GroupContext, header};
+use netmeter_common::kafka::header;
 use netmeter_common::publish::{Pending, Publisher};
-use netmeter_proto::{SCHEMA_HEADER, Schema};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use netmeter_proto::{ENCODING_HEADER, JSON_ENCODING, SCHEMA_HEADER, Schema};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::metric_list::{
+    BATCH_AGE, BATCHES, CONSUMER_LAG, INSERT_RETRIES, INSERT_SECONDS, PAUSE_ERRORS, ROWS_INSERTED,
+};
 use crate::native::{self, NativeBlock, NativeEncoder};
 use crate::row::FlowRow;
 
@@ -177,7 +181,7 @@ struct Consumption {
 }
 
 impl Consumption {
-    fn pause(&mut self, consumer: &StreamConsumer<GroupContext>) {
+    fn pause(&mut self, consumer: &GroupConsumer) {
         if self.paused {
             return;
         }
@@ -187,7 +191,7 @@ impl Consumption {
         }
     }
 
-    fn resume(&mut self, consumer: &StreamConsumer<GroupContext>) {
+    fn resume(&mut self, consumer: &GroupConsumer) {
         if !self.paused {
             return;
         }
@@ -205,7 +209,7 @@ impl Consumption {
     /// the next pass of the loop.
     fn failed(&mut self, what: &str, err: rdkafka::error::KafkaError) {
         self.failures += 1;
-        metrics::counter!("netmeter_sink_pause_errors_total").increment(1);
+        metrics::counter!(PAUSE_ERRORS.name).increment(1);
         if self.failures.is_power_of_two() {
             tracing::warn!(error = %err, count = self.failures, "could not {what} the assigned partitions");
         }
@@ -213,7 +217,7 @@ impl Consumption {
 }
 
 pub struct Sink {
-    pub consumer: Arc<StreamConsumer<GroupContext>>,
+    pub consumer: Arc<GroupConsumer>,
     pub topic: String,
     pub client: clickhouse::Client,
     pub table: String,
@@ -278,7 +282,7 @@ impl Sink {
                 let started = Instant::now();
                 let err = match insert(&self.client, &self.table, block, &token).await {
                     Ok(()) => {
-                        metrics::histogram!("netmeter_sink_insert_seconds")
+                        metrics::histogram!(INSERT_SECONDS.name)
                             .record(started.elapsed().as_secs_f64());
                         if failing {
                             tracing::info!(rows, "ClickHouse accepts inserts again");
@@ -287,7 +291,7 @@ impl Sink {
                     }
                     Err(err) => err,
                 };
-                metrics::counter!("netmeter_sink_insert_retries_total").increment(1);
+                metrics::counter!(INSERT_RETRIES.name).increment(1);
                 if !failing {
                     failing = true;
                     tracing::warn!(error = %err, rows, %token, "insert failed; retrying with backoff, consumption paused, offsets not committed");
@@ -329,9 +333,9 @@ impl Sink {
             // table's dedup keeps one copy.
             tracing::warn!(error = %err, "offset commit failed after a successful insert");
         }
-        metrics::counter!("netmeter_sink_rows_inserted_total").increment(rows as u64);
-        metrics::counter!("netmeter_sink_batches_total").increment(1);
-        metrics::gauge!("netmeter_sink_batch_age_seconds").set(age.as_secs_f64());
+        metrics::counter!(ROWS_INSERTED.name).increment(rows as u64);
+        metrics::counter!(BATCHES.name).increment(1);
+        metrics::gauge!(BATCH_AGE.name).set(age.as_secs_f64());
         self.record_lag(batch.offsets).await;
         true
     }
@@ -352,7 +356,9 @@ impl Sink {
             &format!("ClickHouse rejected row {}", row.record_id),
             "insert_rejected",
         );
-        letter.headers.push(("netmeter-encoding", b"json".to_vec()));
+        letter
+            .headers
+            .push((ENCODING_HEADER, JSON_ENCODING.to_vec()));
         self.publisher.enqueue(Arc::new(letter)).await
     }
 
@@ -372,7 +378,7 @@ impl Sink {
         })
         .await
         .unwrap_or(0);
-        metrics::gauge!("netmeter_sink_consumer_lag_messages").set(lag as f64);
+        metrics::gauge!(CONSUMER_LAG.name).set(lag as f64);
     }
 
     /// Runs until `shutdown`, then writes what was read (within `drain`) and leaves the group.
@@ -398,7 +404,6 @@ impl Sink {
         let mut writing: Option<JoinHandle<bool>> = None;
         let mut consumption = Consumption::default();
         let mut encoder = NativeEncoder::default();
-        let mut errors = 0u64;
         let mut written = true;
         loop {
             let full = batch.rows.len() >= self.limits.max_rows;
@@ -429,22 +434,12 @@ impl Sink {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && writing.is_none() => {}
-                message = self.consumer.recv(), if !full || consumption.paused => match message {
-                    Ok(message) => {
-                        // Only a rebalance (which assigns partitions unpaused) lets a message
-                        // through a pause: it is kept, and the new assignment paused too.
-                        consumption.paused = false;
-                        self.read(&message, &mut batch).await;
-                    }
-                    Err(err) => {
-                        errors += 1;
-                        metrics::counter!("netmeter_sink_consume_errors_total").increment(1);
-                        if errors.is_power_of_two() {
-                            tracing::warn!(error = %err, count = errors, "Kafka consumer error");
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
+                message = self.consumer.recv(), if !full || consumption.paused => {
+                    // Only a rebalance (which assigns partitions unpaused) lets a message
+                    // through a pause: it is kept, and the new assignment paused too.
+                    consumption.paused = false;
+                    self.read(&message, &mut batch).await;
+                }
             }
         }
         if let Some(writing) = writing {
@@ -459,7 +454,7 @@ impl Sink {
             );
         }
         deadline_task.abort();
-        netmeter_common::kafka::leave_group(&self.consumer).await;
+        self.consumer.leave().await;
         Ok(())
     }
 

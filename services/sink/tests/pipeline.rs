@@ -198,11 +198,12 @@ async fn a_sigkill_mid_batch_and_a_clickhouse_outage_lose_nothing_and_double_not
     let producer = TestProducer::new(&stack.kafka_bootstrap()).unwrap();
     let mut sink = start(&stack);
     publish(&producer, 0..100_000, 1_000, 0, "shop").await;
-    // Killed while batches are being read and written.
+    // Killed while batches are being read and written (the pacing under test).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sink.process.kill();
     publish(&producer, 100_000..200_000, 1_000, 0, "shop").await;
-    // Kubernetes restarts it; tansu needs the dead member's session to expire first.
+    // Kubernetes restarts it; tansu needs the dead member's session to expire first (the
+    // restart back-off under test).
     tokio::time::sleep(Duration::from_secs(8)).await;
     let sink = start(&stack);
     wait_rows(&stack, 200_000, Duration::from_secs(120), &sink).await;
@@ -210,6 +211,7 @@ async fn a_sigkill_mid_batch_and_a_clickhouse_outage_lose_nothing_and_double_not
     // ClickHouse goes away for 30 s while records keep coming.
     stack.stop_clickhouse();
     publish(&producer, 200_000..300_000, 1_000, 0, "shop").await;
+    // The outage under test lasts 30 s.
     tokio::time::sleep(Duration::from_secs(30)).await;
     stack.start_clickhouse().unwrap();
     let t = wait_rows(&stack, 300_000, Duration::from_secs(120), &sink).await;
@@ -272,8 +274,19 @@ async fn a_replayed_range_leaves_single_pass_totals_and_garbage_is_dead_lettered
         "{}",
         sink.process.log_tail()
     );
-    // Everything consumed: give the last batch time to land, then compare.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Everything consumed: wait until the last of it, the replay, has landed, then compare.
+    let replayed = "SELECT count() FROM netmeter.flows FINAL WHERE generation = 42";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let rows: u64 = (stack.clickhouse_client().query(replayed))
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if rows == 10_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let t = totals(&stack).await;
     assert_eq!(
         t,

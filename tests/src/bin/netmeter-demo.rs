@@ -19,13 +19,14 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use netmeter_report::render::{self, TerminalStyle, human_bytes};
 use netmeter_report::{Connection, Options, TimeRange, html};
+use netmeter_stack::local_stack;
 use netmeter_tests::kernel::KernelCounters;
 use netmeter_tests::minicluster::{MiniCluster, NODES};
 use netmeter_tests::pipeline::{self, Pipeline, Settings};
 use netmeter_tests::process::{Lifetime, ManagedProcess, is_alive, signal};
 use netmeter_tests::records::now_ms;
 use netmeter_tests::traffic::{self, Event, Sent, Traffic};
-use netmeter_tests::{interrupt, ledger, local_stack};
+use netmeter_tests::{interrupt, ledger};
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +60,9 @@ const CLUSTER: &str = "demo";
 const READY_MARKER: &str = "netmeter-demo: running in the background";
 /// How long ClickHouse may take to hold the last bytes after the traffic ended.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the demo looks at ClickHouse while the traffic runs.
 const POLL: Duration = Duration::from_millis(250);
+/// Pacing: the rounds of traffic are spread over time, as a cluster's traffic is.
 const PAUSE_BETWEEN_ROUNDS: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
@@ -294,7 +297,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     interrupt::check()?;
 
     progress.step(5, "waiting until ClickHouse holds what the kernel counted");
-    std::thread::sleep(Duration::from_secs(2)); // the last connections end
+    kernel.wait_tcp_ended()?; // the last connections end
     let verified = runtime.block_on(ledger::verify(
         &client,
         pipeline::DATABASE,

@@ -442,6 +442,7 @@ impl MiniCluster {
             deleted_ms,
         );
         network::remove_pod(&mut self.namespaces, &old_pod.spec)?;
+        // The address stays free for `gap`, as between a pod's end and its successor's start.
         std::thread::sleep(gap);
         // Kubernetes writes start times in whole seconds: start the new pod on a whole second.
         let start_ms = now_ms().div_ceil(1000) * 1000;

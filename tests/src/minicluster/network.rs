@@ -194,31 +194,7 @@ fn node_ruleset() -> String {
         .enumerate()
         .map(|(i, ip)| format!("  chain cart_{i} {{\n    meta l4proto tcp dnat ip to {ip}:{CART_TARGET_PORT}\n  }}\n"))
         .collect();
-    format!(
-        "table inet {NFT_TABLE} {{
-  chain prerouting {{
-    type nat hook prerouting priority dstnat; policy accept;
-    {dispatch}
-  }}
-  chain output_nat {{
-    type nat hook output priority -100; policy accept;
-    {dispatch}
-  }}
-{endpoints}  chain forward {{
-    type filter hook forward priority filter; policy accept;
-    ct state new,established,related counter accept
-  }}
-  chain input {{
-    type filter hook input priority filter; policy accept;
-    ct state new,established,related counter accept
-  }}
-  chain output {{
-    type filter hook output priority filter; policy accept;
-    ct state new,established,related counter accept
-  }}
-}}
-"
-    )
+    crate::netns::node_ruleset(NFT_TABLE, &dispatch, &endpoints)
 }
 
 /// Gives `eth0` of `ns` its addresses (a /24 and a /64), brings it up, and routes everything

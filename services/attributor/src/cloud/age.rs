@@ -42,7 +42,7 @@ impl AgeWatch {
         let mut warned_now = Vec::new();
         for provider in providers {
             let age = provider.age(now);
-            metrics::gauge!("netmeter_attributor_cloud_ranges_age_seconds", "cloud" => provider.cloud.name())
+            metrics::gauge!(crate::metric_list::CLOUD_RANGES_AGE.name, "cloud" => provider.cloud.name())
                 .set(age.as_secs_f64());
             let table = (provider.cloud, provider.published);
             if age > MAX_AGE && !self.warned.contains(&table) {

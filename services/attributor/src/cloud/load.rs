@@ -128,7 +128,7 @@ impl RangesLoaded<'_> {
                 "cloud ranges loaded"
             );
         }
-        metrics::gauge!("netmeter_attributor_cloud_ranges_prefixes")
+        metrics::gauge!(crate::metric_list::CLOUD_RANGES_PREFIXES.name)
             .set(self.loaded.table.len() as f64);
     }
 }

@@ -357,7 +357,7 @@ async fn refresh_once(
         }
     }
     for cloud in &outcome.refreshed {
-        metrics::counter!("netmeter_attributor_cloud_ranges_refreshes_total", "cloud" => cloud.name())
+        metrics::counter!(crate::metric_list::CLOUD_RANGES_REFRESHES.name, "cloud" => cloud.name())
             .increment(1);
     }
     outcome
@@ -473,7 +473,7 @@ impl RefreshFailed<'_> {
             error = %self.error,
             "cloud range refresh failed; keeping the previous table"
         );
-        metrics::counter!("netmeter_attributor_cloud_ranges_refresh_failures_total", "cloud" => self.cloud.name())
+        metrics::counter!(crate::metric_list::CLOUD_RANGES_REFRESH_FAILURES.name, "cloud" => self.cloud.name())
             .increment(1);
     }
 }

@@ -24,14 +24,14 @@
 //!   index, direction): the same raw delta always yields the same ids, on every replica and on
 //!   replay; `generation` tells a replay's records from the first pass.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, LazyLock};
+use std::net::IpAddr;
+use std::sync::Arc;
 
-use netmeter_proto::raw::{ConnectionDelta, ConntrackBatch};
-use netmeter_proto::{EncodedEndpoints, EndpointView, FlowView};
+use netmeter_proto::{EncodedEndpoints, EndpointView, FlowView, protocol_name};
 
 use crate::classify::{self, Class, Direction, DirectionalPrice, Place, PriceTable};
 use crate::cloud::{CloudLabel, CloudRanges};
+use crate::delta::DeltaBatch;
 use crate::inventory::{IpOwnerHistory, Owner};
 use crate::prefix::{PrefixMap, private_ranges};
 use crate::rules::{NetworkRule, Rules};
@@ -66,28 +66,6 @@ pub struct Enriched {
     pub records: usize,
     /// `[Class as usize][Direction as usize]`.
     pub bytes: [[u64; 2]; Class::ALL.len()],
-}
-
-/// A delta the attributor cannot read; the whole raw message goes to the dead-letter topic.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum DeltaError {
-    #[error("delta {index} has no {tuple} tuple")]
-    MissingTuple { index: usize, tuple: &'static str },
-    #[error("delta {index}: {which} address is {len} bytes long, expected 4 or 16")]
-    Address {
-        index: usize,
-        which: &'static str,
-        len: usize,
-    },
-}
-
-impl DeltaError {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            DeltaError::MissingTuple { .. } => "missing_tuple",
-            DeltaError::Address { .. } => "bad_address",
-        }
-    }
 }
 
 /// How one remote address was labelled.
@@ -243,24 +221,18 @@ impl Enricher {
         (class, price)
     }
 
-    /// Enriches every delta of `batch`, calling `emit` for each record with the record's
-    /// endpoint fields already encoded (shared by a connection's `out` and `in` records). All or
-    /// nothing: a malformed delta fails the batch before anything is emitted.
+    /// Enriches every delta of `batch` (converted and checked at the edge:
+    /// [`DeltaBatch::from_wire`]), calling `emit` for each record with the record's endpoint
+    /// fields already encoded (shared by a connection's `out` and `in` records).
     pub fn enrich(
         &self,
-        batch: &ConntrackBatch,
+        batch: &DeltaBatch,
         inputs: &Inputs,
         generation: u64,
         mut emit: impl FnMut(&FlowView, &EncodedEndpoints),
-    ) -> Result<Enriched, DeltaError> {
-        let endpoints: Vec<_> = batch
-            .deltas
-            .iter()
-            .enumerate()
-            .map(|(index, delta)| endpoints(index, delta))
-            .collect::<Result<_, _>>()?;
+    ) -> Enriched {
         let (start, end) = (batch.interval_start_unix_ms, batch.interval_end_unix_ms);
-        let node_name = batch.node_name.as_str();
+        let node_name = batch.node_name;
         let observing_node = inputs.history.node(node_name);
         let node_place = Place {
             node: node_name,
@@ -281,7 +253,8 @@ impl Enricher {
         let id_prefix = IdPrefix::new(batch);
         let mut totals = Enriched::default();
         let mut encoded = EncodedEndpoints::default();
-        for (index, (delta, (src, dst))) in batch.deltas.iter().zip(endpoints).enumerate() {
+        for (index, delta) in batch.deltas.iter().enumerate() {
+            let (src, dst) = (delta.src, delta.dst);
             let src_owner = self.owner_of(inputs.history, src, start, end);
             let dst_owner = self.owner_of(inputs.history, dst, start, end);
             let on_node = |o: Option<&Arc<Owner>>| {
@@ -299,12 +272,10 @@ impl Enricher {
             } else {
                 (dst, src, dst_owner, src_owner)
             };
-            let original = delta.original.as_ref().expect("checked above");
-            let reply = delta.reply.as_ref().expect("checked above");
             let (local_port, remote_port) = if local_is_src {
-                (original.src_port, reply.src_port)
+                (delta.src_port, delta.dst_port)
             } else {
-                (reply.src_port, original.src_port)
+                (delta.dst_port, delta.src_port)
             };
             let local_place = match local_owner {
                 Some(owner) => {
@@ -378,7 +349,7 @@ impl Enricher {
                 totals.bytes[class as usize][direction as usize] += bytes;
             }
         }
-        Ok(totals)
+        totals
     }
 
     fn is_public(&self, ip: IpAddr) -> bool {
@@ -450,39 +421,14 @@ fn remote_view<'a>(
     }
 }
 
-/// Source (original source) and destination (reply source) addresses of a delta.
-fn endpoints(index: usize, delta: &ConnectionDelta) -> Result<(IpAddr, IpAddr), DeltaError> {
-    let original = delta.original.as_ref().ok_or(DeltaError::MissingTuple {
-        index,
-        tuple: "original",
-    })?;
-    let reply = delta.reply.as_ref().ok_or(DeltaError::MissingTuple {
-        index,
-        tuple: "reply",
-    })?;
-    let address = |bytes: &[u8], which| match bytes.len() {
-        4 => Ok(IpAddr::V4(Ipv4Addr::from(
-            <[u8; 4]>::try_from(bytes).unwrap(),
-        ))),
-        16 => Ok(IpAddr::V6(Ipv6Addr::from(
-            <[u8; 16]>::try_from(bytes).unwrap(),
-        ))),
-        len => Err(DeltaError::Address { index, which, len }),
-    };
-    Ok((
-        address(&original.src, "original source")?,
-        address(&reply.src, "reply source")?,
-    ))
-}
-
 /// The part of a record id shared by all records of a batch: a hash of (node, collector
 /// instance, sequence), each string preceded by its length so ("ab","c") and ("a","bc") differ.
 struct IdPrefix(u64);
 
 impl IdPrefix {
-    fn new(batch: &ConntrackBatch) -> IdPrefix {
+    fn new(batch: &DeltaBatch) -> IdPrefix {
         let mut key = Vec::with_capacity(64);
-        for part in [&batch.node_name, &batch.collector_instance_id] {
+        for part in [batch.node_name, batch.collector_instance_id] {
             key.extend_from_slice(&(part.len() as u64).to_le_bytes());
             key.extend_from_slice(part.as_bytes());
         }
@@ -511,24 +457,6 @@ impl RecordId {
             .into_uuid()
             .hyphenated()
             .encode_lower(&mut self.0)
-    }
-}
-
-/// IANA protocol names for the common protocols, the number otherwise.
-pub fn protocol_name(protocol: u32) -> &'static str {
-    static NUMBERS: LazyLock<Vec<String>> =
-        LazyLock::new(|| (0..256).map(|n: u32| n.to_string()).collect());
-    match protocol {
-        1 => "icmp",
-        2 => "igmp",
-        6 => "tcp",
-        17 => "udp",
-        33 => "dccp",
-        47 => "gre",
-        58 => "ipv6-icmp",
-        132 => "sctp",
-        n if n < 256 => &NUMBERS[n as usize],
-        _ => "invalid",
     }
 }
 

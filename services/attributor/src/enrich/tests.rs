@@ -9,6 +9,7 @@ use netmeter_tests::records::{batch, delta};
 
 use super::*;
 use crate::cloud::CloudRanges;
+use crate::delta::DeltaError;
 use crate::inventory::{OwnerKind, Tenure};
 use crate::rules::RulesFile;
 
@@ -138,7 +139,8 @@ fn run_batch_with(history: &IpOwnerHistory, b: &ConntrackBatch) -> Result<Vec<Fl
         cloud: ranges(),
     };
     let mut out = Vec::new();
-    enricher.enrich(b, &inputs, 0, |f, _| out.push(f.to_flow()))?;
+    let b = DeltaBatch::from_wire(b)?;
+    enricher.enrich(&b, &inputs, 0, |f, _| out.push(f.to_flow()));
     Ok(out)
 }
 
@@ -648,9 +650,9 @@ fn run_static(node: &str, d: ConnectionDelta) -> Vec<Flow> {
     };
     let mut out = Vec::new();
     let b = batch(node, "c1", 1, T, T + 10_000, vec![d]);
-    enricher
-        .enrich(&b, &inputs, 0, |f, _| out.push(f.to_flow()))
-        .unwrap();
+    enricher.enrich(&DeltaBatch::from_wire(&b).unwrap(), &inputs, 0, |f, _| {
+        out.push(f.to_flow())
+    });
     out
 }
 
@@ -871,9 +873,9 @@ prices:
             (0, 0),
         )],
     );
-    let totals = enricher
-        .enrich(&b, &inputs, 0, |f, _| out.push(f.to_flow()))
-        .unwrap();
+    let totals = enricher.enrich(&DeltaBatch::from_wire(&b).unwrap(), &inputs, 0, |f, _| {
+        out.push(f.to_flow())
+    });
     assert_eq!(class_and_costs(&out), [("out", "MULTICAST", 0.5)]);
     assert_eq!(out[0].remote_network, "");
     assert_eq!(

@@ -124,8 +124,9 @@ async fn drive<K>(
 ) where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
-    let stale = metrics::gauge!("netmeter_attributor_kubernetes_stale", "resource" => resource);
-    let errors = metrics::counter!("netmeter_attributor_kubernetes_watch_errors_total", "resource" => resource);
+    let stale = metrics::gauge!(crate::metric_list::KUBERNETES_STALE.name, "resource" => resource);
+    let errors =
+        metrics::counter!(crate::metric_list::KUBERNETES_WATCH_ERRORS.name, "resource" => resource);
     stale.set(1.0);
     let mut is_stale = true;
     let mut synced_once = false;
@@ -210,7 +211,7 @@ pub async fn maintain(
             .collect()
     };
     let objects_gauge = |resource: &'static str, n: usize| {
-        metrics::gauge!("netmeter_attributor_kubernetes_objects", "resource" => resource)
+        metrics::gauge!(crate::metric_list::KUBERNETES_OBJECTS.name, "resource" => resource)
             .set(n as f64)
     };
     loop {
@@ -253,7 +254,7 @@ pub fn record_all(history: &RwLock<IpOwnerHistory>, tenures: Vec<Tenure>) -> Vec
         .into_iter()
         .filter(|t| history.record(t.clone()) != Recorded::Unchanged)
         .collect();
-    metrics::gauge!("netmeter_attributor_inventory_tenures").set(history.len() as f64);
+    metrics::gauge!(crate::metric_list::INVENTORY_TENURES.name).set(history.len() as f64);
     recorded
 }
 

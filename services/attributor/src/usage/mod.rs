@@ -39,11 +39,7 @@ use std::sync::{Mutex, OnceLock};
 
 use netmeter_proto::EndpointView;
 
-pub const WORKLOAD_BYTES: &str = "netmeter_workload_bytes_total";
-pub const WORKLOAD_DOLLARS: &str = "netmeter_workload_cost_dollars_total";
-pub const ZONE_PAIR_BYTES: &str = "netmeter_zone_pair_bytes_total";
-pub const OVERFLOW_RECORDS: &str = "netmeter_attributor_metrics_overflow_records_total";
-pub const TRACKED_WORKLOADS: &str = "netmeter_attributor_metrics_workloads";
+use crate::metric_list::{OVERFLOW_RECORDS, TRACKED_WORKLOADS};
 
 /// `--metrics-max-workloads`: at ~4 (class, direction) pairs per workload and two families,
 /// ~4,000 series per replica.
@@ -155,7 +151,7 @@ impl UsageMetrics {
             (added, series.workloads(), series.max_workloads())
         };
         if added.new_workloads > 0 {
-            metrics::gauge!(TRACKED_WORKLOADS).set(workloads as f64);
+            metrics::gauge!(TRACKED_WORKLOADS.name).set(workloads as f64);
         }
         if let Some(first) = &added.first_overflow {
             WorkloadsOverflowed {
@@ -184,14 +180,15 @@ struct WorkloadsOverflowed<'a> {
 
 impl WorkloadsOverflowed<'_> {
     fn emit(&self) {
-        metrics::counter!(OVERFLOW_RECORDS).increment(self.records);
+        metrics::counter!(OVERFLOW_RECORDS.name).increment(self.records);
         if !self.logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 max_workloads = self.max_workloads,
                 namespace = %self.first.namespace,
                 workload_kind = %self.first.kind,
                 workload = %self.first.name,
-                "more workloads than --metrics-max-workloads: the records of the others are counted under workload=\"__other__\" in the workload metrics (and in {OVERFLOW_RECORDS}); raise the flag if Prometheus can take the series (ClickHouse has every workload either way)"
+                "more workloads than --metrics-max-workloads: the records of the others are counted under workload=\"__other__\" in the workload metrics (and in {}); raise the flag if Prometheus can take the series (ClickHouse has every workload either way)",
+                OVERFLOW_RECORDS.name
             );
         }
     }

@@ -5,11 +5,13 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use netmeter_common::metric::Metric;
 use rustc_hash::FxHashMap;
 
 use super::tally::ByClass;
-use super::{Tally, WORKLOAD_BYTES, WORKLOAD_DOLLARS, WorkloadLabels, ZONE_PAIR_BYTES, ZonePair};
+use super::{Tally, WorkloadLabels, ZonePair};
 use crate::classify::{Class, Direction};
+use crate::metric_list::{WORKLOAD_BYTES, WORKLOAD_DOLLARS, ZONE_PAIR_BYTES};
 
 const DIRECTIONS: [Direction; 2] = [Direction::Out, Direction::In];
 
@@ -134,36 +136,24 @@ impl Series {
     /// Appends the families with at least one series, in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         if !self.rows.is_empty() {
-            header(
-                out,
-                WORKLOAD_BYTES,
-                "Bytes of the flow records by the local endpoint's workload, class and direction \
-                 (counted at least once per record; ClickHouse is exact).",
-            );
-            self.render_workloads(out, WORKLOAD_BYTES, |row, c, d| row.bytes[c][d].to_string());
-            header(
-                out,
-                WORKLOAD_DOLLARS,
-                "Cost in US dollars of the flow records by the local endpoint's workload, class \
-                 and direction (counted at least once per record; ClickHouse is exact).",
-            );
-            self.render_workloads(out, WORKLOAD_DOLLARS, |row, c, d| {
+            header(out, WORKLOAD_BYTES);
+            self.render_workloads(out, WORKLOAD_BYTES.name, |row, c, d| {
+                row.bytes[c][d].to_string()
+            });
+            header(out, WORKLOAD_DOLLARS);
+            self.render_workloads(out, WORKLOAD_DOLLARS.name, |row, c, d| {
                 row.dollars[c][d].to_string()
             });
         }
         if !self.zone_pairs.is_empty() {
-            header(
-                out,
-                ZONE_PAIR_BYTES,
-                "Bytes of the flow records by the local and the remote endpoint's zone (\"none\": \
-                 no zone) and direction (counted at least once per record; ClickHouse is exact).",
-            );
+            header(out, ZONE_PAIR_BYTES);
             for (pair, bytes) in &self.zone_pairs {
                 for (direction, bytes) in DIRECTIONS.iter().zip(bytes) {
                     if let Some(bytes) = bytes {
                         let _ = writeln!(
                             out,
-                            "{ZONE_PAIR_BYTES}{{zone=\"{}\",remote_zone=\"{}\",direction=\"{}\"}} {bytes}",
+                            "{}{{zone=\"{}\",remote_zone=\"{}\",direction=\"{}\"}} {bytes}",
+                            ZONE_PAIR_BYTES.name,
                             escape(&pair.zone),
                             escape(&pair.remote_zone),
                             direction.name()
@@ -203,7 +193,8 @@ impl Series {
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str) {
+fn header(out: &mut String, metric: Metric) {
+    let (name, help) = (metric.name, metric.help);
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
 }
 

@@ -10,6 +10,7 @@ use netmeter_tests::records::{batch, delta};
 use super::*;
 use crate::classify::{Class, Direction};
 use crate::cloud::CloudRanges;
+use crate::delta::DeltaBatch;
 use crate::enrich::{ClusterPlace, Enricher, Inputs};
 use crate::inventory::{IpOwnerHistory, Owner, OwnerKind, Tenure};
 use crate::rules::Rules;
@@ -352,12 +353,11 @@ fn count(series: &mut Series, history: &IpOwnerHistory, batch: &ConntrackBatch) 
     };
     let mut tally = Tally::default();
     let mut dollars = 0.0;
-    enricher
-        .enrich(batch, &inputs, 0, |f, _| {
-            dollars += f.cost_usd;
-            tally.add(f);
-        })
-        .unwrap();
+    let batch = DeltaBatch::from_wire(batch).unwrap();
+    enricher.enrich(&batch, &inputs, 0, |f, _| {
+        dollars += f.cost_usd;
+        tally.add(f);
+    });
     series.add(&tally);
     dollars
 }

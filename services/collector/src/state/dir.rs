@@ -194,7 +194,7 @@ impl StateDir {
     }
 
     fn restored(&self, header: &Header, now: SystemTime) {
-        metrics::counter!("netmeter_collector_state_restores_total").increment(1);
+        metrics::counter!(crate::metric_list::STATE_RESTORES.name).increment(1);
         let age = now.duration_since(header.time).unwrap_or_default();
         tracing::info!(
             file = %self.path(FileKind::Connections).display(),
@@ -206,7 +206,7 @@ impl StateDir {
     }
 
     fn ignored(&self, kind: FileKind, reason: &Ignored) {
-        metrics::counter!("netmeter_collector_state_ignored_total", "file" => kind.label(), "reason" => reason.metric_label())
+        metrics::counter!(crate::metric_list::STATE_IGNORED.name, "file" => kind.label(), "reason" => reason.metric_label())
             .increment(1);
         let consequence = match kind {
             FileKind::Connections => {
@@ -227,7 +227,7 @@ impl StateDir {
         let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
             return;
         };
-        metrics::counter!("netmeter_collector_restored_batches_total")
+        metrics::counter!(crate::metric_list::RESTORED_BATCHES.name)
             .increment(batches.len() as u64);
         tracing::info!(
             file = %self.path(FileKind::Batches).display(),
@@ -273,7 +273,7 @@ impl StateDir {
             write_batches(out, &self.here, SystemTime::now(), batches)
         }) {
             Ok(_) => {
-                metrics::counter!("netmeter_collector_saved_batches_total")
+                metrics::counter!(crate::metric_list::SAVED_BATCHES.name)
                     .increment(batches.len() as u64);
                 tracing::warn!(
                     file = %path.display(),
@@ -319,8 +319,7 @@ pub fn report_error(
     consequence: &str,
     log: bool,
 ) {
-    metrics::counter!("netmeter_collector_state_errors_total", "operation" => operation)
-        .increment(1);
+    metrics::counter!(crate::metric_list::STATE_ERRORS.name, "operation" => operation).increment(1);
     if log {
         tracing::warn!(
             operation,
@@ -333,10 +332,10 @@ impl Gap {
     /// Logs and counts the gap, which ends where this process started counting.
     pub fn report(&self, until: SystemTime) {
         let length = until.duration_since(self.since).unwrap_or_default();
-        metrics::counter!("netmeter_collector_restart_gaps_total", "reason" => self.reason)
+        metrics::counter!(crate::metric_list::RESTART_GAPS.name, "reason" => self.reason)
             .increment(1);
         // Whole seconds, rounded up: a gap is never under-reported.
-        metrics::counter!("netmeter_collector_restart_gap_seconds_total")
+        metrics::counter!(crate::metric_list::RESTART_GAP_SECONDS.name)
             .increment(length.as_secs_f64().ceil() as u64);
         let why = match self.reason {
             "no_state" => {
@@ -357,7 +356,7 @@ impl Gap {
 
 /// Once every restored connection is resolved: those that ended while no collector ran.
 pub fn report_ended_between_processes(connections: u64, since: SystemTime) {
-    metrics::counter!("netmeter_collector_restart_ended_connections_total").increment(connections);
+    metrics::counter!(crate::metric_list::RESTART_ENDED_CONNECTIONS.name).increment(connections);
     if connections > 0 {
         tracing::info!(
             connections,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use netmeter_tests::{clickhouse, install, local_stack};
+use netmeter_stack::{clickhouse, install, local_stack};
 
 #[derive(Parser)]
 #[command(

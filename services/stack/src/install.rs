@@ -47,7 +47,7 @@ fn kube_tools_dir() -> PathBuf {
 
 /// The hint every "not installed" error ends with.
 pub const INSTALL_HINT: &str =
-    "run `./scripts/test` once, or `cargo run -p netmeter-tests --bin netmeter-stack -- install`";
+    "run `./scripts/test` once, or `cargo run -p netmeter-stack -- install`";
 
 /// Fails with an install hint if a component is missing; tests call this, they never install.
 pub fn require(path: &Path) -> anyhow::Result<PathBuf> {

@@ -163,10 +163,9 @@ impl KilledOnDrop {
     /// Interrupts the child (SIGINT: it flushes and exits), then returns everything it printed.
     pub fn finish(mut self) -> String {
         signal(self.0.id(), libc::SIGINT);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while self.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_until_even_if_interrupted(Duration::from_secs(5), || {
+            self.0.try_wait().ok().flatten().is_some()
+        });
         let _ = self.0.kill();
         let _ = self.0.wait();
         let mut out = String::new();

@@ -10,11 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::broker::{PARTITIONS, default_topics};
 use crate::process::{Lifetime, ManagedProcess, is_alive, signal};
-use crate::stack::{
-    BROKER_START_TIMEOUT, CLICKHOUSE_START_TIMEOUT, Endpoints, PARTITIONS, default_topics,
-};
-use crate::{broker, clickhouse, install, wait_until_even_if_interrupted};
+use crate::{Endpoints, broker, clickhouse, install, wait_until_even_if_interrupted};
 
 /// What `start` recorded, so `status` and `stop` act on exactly those processes.
 #[derive(Serialize, Deserialize, Default)]
@@ -108,7 +106,7 @@ pub async fn start(dir: &Path, ports: Ports) -> anyhow::Result<Endpoints> {
             &dir.join("broker.log"),
             Lifetime::Detached,
         )?;
-        process.wait_ready(BROKER_START_TIMEOUT, || broker::is_ready(kafka_port))?;
+        process.wait_ready(broker::START_TIMEOUT, || broker::is_ready(kafka_port))?;
         state.broker_pid = Some(process.pid());
         state.kafka_port = kafka_port;
         std::mem::forget(process); // detached: it outlives this command
@@ -139,7 +137,9 @@ pub async fn start(dir: &Path, ports: Ports) -> anyhow::Result<Endpoints> {
             &dir.join("clickhouse.log"),
             Lifetime::Detached,
         )?;
-        process.wait_ready(CLICKHOUSE_START_TIMEOUT, || clickhouse::is_ready(http_port))?;
+        process.wait_ready(clickhouse::START_TIMEOUT, || {
+            clickhouse::is_ready(http_port)
+        })?;
         state.clickhouse_pid = Some(process.pid());
         state.clickhouse_http_port = http_port;
         state.clickhouse_tcp_port = tcp_port;

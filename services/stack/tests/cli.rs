@@ -3,7 +3,8 @@
 
 use std::process::{Command, Output};
 
-use netmeter_tests::{broker, clickhouse, free_port};
+use netmeter_stack::{broker, clickhouse};
+use netmeter_tests::free_port;
 
 fn stack(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netmeter-stack"))
