@@ -279,6 +279,37 @@ pub struct Metered {
     pub pipeline: Pipeline,
 }
 
+/// Drives `rounds` of the traffic matrix through `cluster` and waits until `pipeline`'s
+/// ClickHouse holds, line by line, exactly what `kernel` counted for `cluster_name`'s records.
+/// The end-to-end tests' common first act; an error says where the services' logs are.
+pub async fn meter_matrix(
+    cluster_name: &str,
+    rounds: usize,
+    (cluster, kernel, pipeline): (&MiniCluster, &KernelCounters, &Pipeline),
+) -> anyhow::Result<(crate::traffic::Traffic, crate::ledger::Verified)> {
+    let mut traffic = crate::traffic::Traffic::start(cluster)?;
+    for _ in 0..rounds {
+        traffic.run(cluster, &crate::traffic::matrix(), |_| {})?;
+    }
+    let errors = traffic.server_errors();
+    anyhow::ensure!(
+        errors.is_empty(),
+        "the traffic's servers failed: {errors:?}"
+    );
+    tokio::task::block_in_place(|| kernel.wait_tcp_ended())?; // the last connections end
+    let verified = crate::ledger::verify(
+        &pipeline.launcher.clickhouse(),
+        DATABASE,
+        cluster_name,
+        0,
+        (cluster, &traffic, kernel),
+        Duration::from_secs(90),
+    )
+    .await
+    .with_context(|| format!("logs in {}", pipeline.launcher.log_dir().display()))?;
+    Ok((traffic, verified))
+}
+
 impl Metered {
     /// Starts it all; logs, state and the kernel's event files go under `dir`.
     pub async fn start(cluster_name: &str, dir: &Path) -> anyhow::Result<Metered> {

@@ -6,13 +6,12 @@
 //! the dollars the README's rules promise. Needs root.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use netmeter_report::{Connection, Options, TimeRange};
 
 use netmeter_tests::ledger::{self, Key, Ledger};
 use netmeter_tests::pipeline::{self, Metered};
-use netmeter_tests::traffic::{self, Traffic};
 
 const CLUSTER: &str = "accuracy";
 const GIB: f64 = (1u64 << 30) as f64;
@@ -48,23 +47,10 @@ async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_directio
         kernel,
         pipeline,
     } = Metered::start(CLUSTER, dir.path()).await.unwrap();
-    let mut traffic = Traffic::start(&cluster).unwrap();
-    for _ in 0..2 {
-        traffic.run(&cluster, &traffic::matrix(), |_| {}).unwrap();
-    }
-    assert_eq!(traffic.server_errors(), Vec::<String>::new());
-    tokio::task::block_in_place(|| kernel.wait_tcp_ended()).unwrap(); // the last connections end
+    let (traffic, verified) = pipeline::meter_matrix(CLUSTER, 2, (&cluster, &kernel, &pipeline))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let client = pipeline.launcher.clickhouse();
-    let verified = ledger::verify(
-        &client,
-        pipeline::DATABASE,
-        CLUSTER,
-        0,
-        (&cluster, &traffic, &kernel),
-        Duration::from_secs(90),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\nlogs in {}", pipeline.launcher.log_dir().display()));
     let expected = &verified.expected;
 
     println!(

@@ -12,7 +12,6 @@ use netmeter_tests::ledger;
 use netmeter_tests::pipeline::{self, Metered};
 use netmeter_tests::prometheus::{self, Prometheus, ScrapeJob};
 use netmeter_tests::service::RunningService;
-use netmeter_tests::traffic::{self, Traffic};
 
 const CLUSTER: &str = "prometheus";
 /// How long Prometheus may take to show what ClickHouse holds (it scrapes every second).
@@ -169,22 +168,11 @@ async fn e2e_prometheus_shows_what_clickhouse_holds_per_workload_and_zone_pair()
     .unwrap();
     prometheus.wait_targets_up(Duration::from_secs(30)).unwrap();
 
-    let mut traffic = Traffic::start(&cluster).unwrap();
-    traffic.run(&cluster, &traffic::matrix(), |_| {}).unwrap();
-    assert_eq!(traffic.server_errors(), Vec::<String>::new());
-    tokio::task::block_in_place(|| kernel.wait_tcp_ended()).unwrap(); // the last connections end
-    let client = pipeline.launcher.clickhouse();
     // ClickHouse first: exactly what the kernel counted, line by line.
-    let verified = ledger::verify(
-        &client,
-        pipeline::DATABASE,
-        CLUSTER,
-        0,
-        (&cluster, &traffic, &kernel),
-        Duration::from_secs(90),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\nlogs in {}", logs.display()));
+    let (_traffic, verified) = pipeline::meter_matrix(CLUSTER, 1, (&cluster, &kernel, &pipeline))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let client = pipeline.launcher.clickhouse();
     println!(
         "ClickHouse held the kernel's counts ({} lines, {} bytes) {:.1} s after the traffic ended",
         verified.expected.len(),
