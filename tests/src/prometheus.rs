@@ -1,4 +1,4 @@
-//! The real Prometheus for tests: Debian's `prometheus` package (2.42; `scripts/install-deps`
+//! The real Prometheus for tests: Debian's `prometheus` package (2.42; `scripts/install-deps --tests`
 //! installs it), run as a child process that scrapes the given `/metrics` endpoints every second
 //! into a temporary directory and answers PromQL over its HTTP API; and `promtool check
 //! metrics`, Prometheus's own linter for a `/metrics` body.
@@ -19,8 +19,7 @@ use crate::service::http_get;
 pub const PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
 pub const PROMTOOL_BIN: &str = "/usr/bin/promtool";
 /// How to get both, for "not installed" errors.
-pub const INSTALL_HINT: &str =
-    "install Debian's `prometheus` package: `apt-get install prometheus` (./scripts/install-deps)";
+pub const INSTALL_HINT: &str = "install Debian's `prometheus` package: `apt-get install prometheus` (./scripts/install-deps --tests)";
 
 /// How often every target is scraped.
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);

@@ -1264,13 +1264,13 @@ fn helm_test_pod_asks_every_service_for_readyz() {
     assert!(text.contains("NOT READY: http://127.0.0.1:"), "{text}");
 }
 
-/// `promtool`, from the Debian `prometheus` package (`scripts/install-deps`).
+/// `promtool`, from the Debian `prometheus` package (`scripts/install-deps --tests`).
 fn promtool(args: &[&str], dir: &Path) -> Output {
     Command::new("promtool")
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("promtool runs (Debian package prometheus, see scripts/install-deps)")
+        .expect("promtool runs (Debian package prometheus, see scripts/install-deps --tests)")
 }
 
 #[test]

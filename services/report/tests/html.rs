@@ -1,4 +1,4 @@
-//! The HTML report as a person sees it, in headless Chromium (scripts/install-deps installs it).
+//! The HTML report as a person sees it, in headless Chromium (scripts/install-deps --tests installs it).
 //!
 //! The fixture's flows go into a real ClickHouse; `query` builds the report over the fixture's
 //! range and `html::render` makes the page. Chromium opens the file with no network: the page

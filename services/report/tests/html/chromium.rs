@@ -1,4 +1,4 @@
-//! Opens a page in headless Chromium (Debian's `chromium`, installed by scripts/install-deps)
+//! Opens a page in headless Chromium (Debian's `chromium`, installed by scripts/install-deps --tests)
 //! and returns what a person would get: the DOM after the page's scripts ran, what the page wrote
 //! to the console (messages and uncaught errors), and every network request the page made.
 //!
@@ -90,7 +90,7 @@ fn run(work: &Path, args: &[String], stdout: &Path, stderr: &Path) {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: the HTML report is tested in headless Chromium; install it with \
-         scripts/install-deps (Debian package `chromium`)"
+         scripts/install-deps --tests (Debian package `chromium`)"
     );
     let profile = work.join("profile");
     let mut command = Command::new(CHROMIUM);
