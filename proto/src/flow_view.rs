@@ -42,6 +42,8 @@ pub struct FlowView<'a> {
     pub direction: &'a str,
     pub protocol: &'a str,
     pub class: &'a str,
+    /// The priced path (NAT gateway, endpoint, ...) the traffic crossed; empty when none.
+    pub path: &'a str,
     pub local: EndpointView<'a>,
     /// The local endpoint opened the connection (it is the original tuple's source).
     pub local_initiated: bool,
@@ -50,9 +52,22 @@ pub struct FlowView<'a> {
     pub remote: EndpointView<'a>,
     pub remote_service: &'a str,
     pub remote_network: &'a str,
+    /// Where a public remote address is: country, AS number and AS name.
+    pub remote_geo: GeoView<'a>,
     pub bytes: u64,
     pub packets: u64,
+    /// Transfer plus processing.
     pub cost_usd: f64,
+    /// The part of `cost_usd` charged by `path`.
+    pub processing_cost_usd: f64,
+}
+
+/// Country and network of a public address; empty and 0 when unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GeoView<'a> {
+    pub country: &'a str,
+    pub asn: u32,
+    pub as_name: &'a str,
 }
 
 /// The fields of one side's [`EndpointView`] (`local_*` or `remote_*`), from `flow.proto`.
@@ -146,6 +161,7 @@ impl<'a> FlowView<'a> {
         put_str(field::DIRECTION, self.direction, out);
         put_str(field::PROTOCOL, self.protocol, out);
         put_str(field::CLASS, self.class, out);
+        put_str(field::PATH, self.path, out);
         // Field order as prost writes it (number order): the local block, the record's own
         // local fields, the remote block, then the rest.
         match endpoints {
@@ -160,9 +176,13 @@ impl<'a> FlowView<'a> {
         }
         put_str(field::REMOTE_SERVICE, self.remote_service, out);
         put_str(field::REMOTE_NETWORK, self.remote_network, out);
+        put_str(field::REMOTE_COUNTRY, self.remote_geo.country, out);
+        put_u32(field::REMOTE_ASN, self.remote_geo.asn, out);
+        put_str(field::REMOTE_AS_NAME, self.remote_geo.as_name, out);
         put_u64(field::BYTES, self.bytes, out);
         put_u64(field::PACKETS, self.packets, out);
         put_f64(field::COST_USD, self.cost_usd, out);
+        put_f64(field::PROCESSING_COST_USD, self.processing_cost_usd, out);
     }
 
     /// The owned prost message with the same content.
@@ -177,6 +197,7 @@ impl<'a> FlowView<'a> {
             direction: self.direction.into(),
             protocol: self.protocol.into(),
             class: self.class.into(),
+            path: self.path.into(),
             local_cloud: l.cloud.into(),
             local_region: l.region.into(),
             local_zone: l.zone.into(),
@@ -205,9 +226,13 @@ impl<'a> FlowView<'a> {
             remote_host_network: r.host_network,
             remote_service: self.remote_service.into(),
             remote_network: self.remote_network.into(),
+            remote_country: self.remote_geo.country.into(),
+            remote_asn: self.remote_geo.asn,
+            remote_as_name: self.remote_geo.as_name.into(),
             bytes: self.bytes,
             packets: self.packets,
             cost_usd: self.cost_usd,
+            processing_cost_usd: self.processing_cost_usd,
         }
     }
 }
@@ -301,15 +326,20 @@ impl Serialize for FlowView<'_> {
         map.serialize_entry(field::DIRECTION.name, self.direction)?;
         map.serialize_entry(field::PROTOCOL.name, self.protocol)?;
         map.serialize_entry(field::CLASS.name, self.class)?;
+        map.serialize_entry(field::PATH.name, self.path)?;
         self.local.serialize_into(&LOCAL, &mut map)?;
         map.serialize_entry(field::LOCAL_INITIATED.name, &self.local_initiated)?;
         map.serialize_entry(field::LOCAL_INSTANCE_TYPE.name, self.local_instance_type)?;
         self.remote.serialize_into(&REMOTE, &mut map)?;
         map.serialize_entry(field::REMOTE_SERVICE.name, self.remote_service)?;
         map.serialize_entry(field::REMOTE_NETWORK.name, self.remote_network)?;
+        map.serialize_entry(field::REMOTE_COUNTRY.name, self.remote_geo.country)?;
+        map.serialize_entry(field::REMOTE_ASN.name, &self.remote_geo.asn)?;
+        map.serialize_entry(field::REMOTE_AS_NAME.name, self.remote_geo.as_name)?;
         map.serialize_entry(field::BYTES.name, &self.bytes)?;
         map.serialize_entry(field::PACKETS.name, &self.packets)?;
         map.serialize_entry(field::COST_USD.name, &self.cost_usd)?;
+        map.serialize_entry(field::PROCESSING_COST_USD.name, &self.processing_cost_usd)?;
         map.end()
     }
 }
@@ -475,6 +505,7 @@ mod tests {
             direction: "out",
             protocol: "tcp",
             class: "INTER_ZONE",
+            path: "",
             local: endpoint("10.0.0.5", 43512, false),
             local_initiated: true,
             local_instance_type: "m6i.large",
@@ -485,9 +516,11 @@ mod tests {
             },
             remote_service: "S3",
             remote_network: "",
+            remote_geo: GeoView::default(),
             bytes: 1_000_052,
             packets: 20,
             cost_usd: 0.0093,
+            processing_cost_usd: 0.0,
         }
     }
 
@@ -498,6 +531,13 @@ mod tests {
             local: endpoint("10.0.0.5", 43512, true),
             remote: endpoint("2a05:d07a:a000::1", 443, true),
             remote_network: "peering",
+            path: "nat-eu-west-1a",
+            remote_geo: GeoView {
+                country: "IE",
+                asn: 16509,
+                as_name: "AMAZON-02",
+            },
+            processing_cost_usd: 0.0042,
             ..sample()
         }
     }

@@ -31,7 +31,7 @@ pub mod inventory {
 
 pub mod flow_fields;
 mod flow_view;
-pub use flow_view::{EncodedEndpoints, EndpointView, FlowView};
+pub use flow_view::{EncodedEndpoints, EndpointView, FlowView, GeoView};
 
 /// Kafka header that names the schema of a message's value.
 pub const SCHEMA_HEADER: &str = "netmeter-schema";

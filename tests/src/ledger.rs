@@ -10,8 +10,11 @@
 //!   has no record;
 //! - classes: same node `INTRA_NODE`, same zone `INTRA_ZONE`, other zone `INTER_ZONE`, the
 //!   internet host `INTERNET`, S3 in the cluster's region `INTRA_REGION`;
-//! - prices ($/GiB, AWS defaults): `INTER_ZONE` 0.01 each way, `INTERNET` 0.09 out, free in;
-//!   the rest free.
+//! - prices ($/GiB, AWS list prices in us-east-1): `INTER_ZONE` 0.01 each way, `INTERNET` 0.09
+//!   out, free in; the rest free;
+//! - paths ([`crate::minicluster::RULES`]): traffic from zone us-east-1a to a public address
+//!   other than S3 takes the NAT gateway, $0.045/GiB processed each way, on top; its records
+//!   name the path.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,7 +22,9 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 
 use crate::kernel::Counted;
-use crate::minicluster::{Holder, INTERNET_HOST, MiniCluster, REGION};
+use crate::minicluster::{
+    Holder, INTERNET_HOST, MiniCluster, NAT_PATH, NAT_PROCESSING, REGION, ZONES,
+};
 use crate::traffic::Traffic;
 
 /// One line of the ledger.
@@ -31,13 +36,18 @@ pub struct Key {
     pub remote: String,
     pub direction: String,
     pub class: String,
+    /// The priced path (NAT gateway) the traffic took; empty: none.
+    pub path: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Totals {
     pub bytes: u64,
     pub packets: u64,
+    /// Transfer plus processing.
     pub cost_usd: f64,
+    /// The path's processing charge (part of `cost_usd`).
+    pub processing_usd: f64,
 }
 
 pub type Ledger = BTreeMap<Key, Totals>;
@@ -66,7 +76,32 @@ fn zone(holder: &Holder) -> Option<&'static str> {
     }
 }
 
-/// The class and the $/GiB (out, in) the README promises between `local` and `remote`.
+/// The class, the transfer price and the path with its processing price the README promises
+/// between `local` and `remote` ($/GiB out and in).
+struct Price {
+    class: &'static str,
+    transfer: (f64, f64),
+    path: &'static str,
+    processing: (f64, f64),
+}
+
+fn price(local: &Holder, remote: &Holder) -> anyhow::Result<Price> {
+    let (class, out, inbound) = class_and_price(local, remote)?;
+    let through_nat = matches!(remote, Holder::Internet) && zone(local) == Some(ZONES[0]);
+    let (path, processing) = if through_nat {
+        (NAT_PATH, (NAT_PROCESSING, NAT_PROCESSING))
+    } else {
+        ("", (0.0, 0.0))
+    };
+    Ok(Price {
+        class,
+        transfer: (out, inbound),
+        path,
+        processing,
+    })
+}
+
+/// The class and the transfer $/GiB (out, in) between `local` and `remote`.
 fn class_and_price(local: &Holder, remote: &Holder) -> anyhow::Result<(&'static str, f64, f64)> {
     Ok(match (remote, zone(local), zone(remote)) {
         (Holder::Internet, ..) => ("INTERNET", 0.09, 0.0),
@@ -112,13 +147,16 @@ pub fn expected(
                 c.node
             );
         };
-        let (class, price_out, price_in) = class_and_price(local, remote)?;
+        let price = price(local, remote)?;
         let (out, inbound) = if local_is_src {
             (&e.orig, &e.reply)
         } else {
             (&e.reply, &e.orig)
         };
-        for (direction, tuple, price) in [("out", out, price_out), ("in", inbound, price_in)] {
+        for (direction, tuple, transfer, processing) in [
+            ("out", out, price.transfer.0, price.processing.0),
+            ("in", inbound, price.transfer.1, price.processing.1),
+        ] {
             if tuple.packets == 0 && tuple.bytes == 0 {
                 continue;
             }
@@ -128,12 +166,15 @@ pub fn expected(
                     local: label(local),
                     remote: label(remote),
                     direction: direction.into(),
-                    class: class.into(),
+                    class: price.class.into(),
+                    path: price.path.into(),
                 })
                 .or_default();
             totals.bytes += tuple.bytes;
             totals.packets += tuple.packets;
-            totals.cost_usd += tuple.bytes as f64 / GIB * price;
+            let processing = tuple.bytes as f64 / GIB * processing;
+            totals.cost_usd += tuple.bytes as f64 / GIB * transfer + processing;
+            totals.processing_usd += processing;
         }
     }
     let unseen: Vec<_> = traffic
@@ -158,7 +199,7 @@ SELECT local_node,
                remote_host_network, concat('node/', remote_node),
                remote_service != '', concat(remote_cloud, '/', remote_region, '/', remote_service),
                concat('ip/', toString(remote_ip))) AS remote,
-       direction, class, sum(bytes), sum(packets), sum(cost_usd)
+       direction, class, path, sum(bytes), sum(packets), sum(cost_usd), sum(processing_cost_usd)
 FROM {db}.flows FINAL
 WHERE cluster = '{cluster}' AND interval_start_unix_ms >= {since_ms} AND class != 'MULTICAST'
 GROUP BY ALL
@@ -179,7 +220,19 @@ pub async fn stored(
     let mut ledger = Ledger::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split('\t').collect();
-        let [node, local, remote, direction, class, bytes, packets, cost] = f[..] else {
+        let [
+            node,
+            local,
+            remote,
+            direction,
+            class,
+            path,
+            bytes,
+            packets,
+            cost,
+            processing,
+        ] = f[..]
+        else {
             bail!("unexpected row {line:?}");
         };
         ledger.insert(
@@ -189,11 +242,13 @@ pub async fn stored(
                 remote: remote.into(),
                 direction: direction.into(),
                 class: class.into(),
+                path: path.into(),
             },
             Totals {
                 bytes: bytes.parse()?,
                 packets: packets.parse()?,
                 cost_usd: cost.parse()?,
+                processing_usd: processing.parse()?,
             },
         );
     }
@@ -212,6 +267,8 @@ pub fn difference(expected: &Ledger, stored: &Ledger) -> Option<String> {
                 e.bytes == s.bytes
                     && e.packets == s.packets
                     && (e.cost_usd - s.cost_usd).abs() <= 1e-9 * e.cost_usd.abs().max(1e-9)
+                    && (e.processing_usd - s.processing_usd).abs()
+                        <= 1e-9 * e.processing_usd.abs().max(1e-9)
             }
             _ => false,
         };

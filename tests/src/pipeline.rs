@@ -61,6 +61,8 @@ pub struct Launcher {
     endpoints: Endpoints,
     settings: Settings,
     kubeconfig: PathBuf,
+    /// The attributors' `--rules` ([`crate::minicluster::RULES`]).
+    rules: PathBuf,
     node_namespaces: BTreeMap<String, PathBuf>,
 }
 
@@ -84,7 +86,10 @@ impl Pipeline {
         progress: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Pipeline> {
         std::fs::create_dir_all(dir.join("logs"))?;
+        let rules = dir.join("rules.yaml");
+        std::fs::write(&rules, crate::minicluster::RULES)?;
         let launcher = Launcher {
+            rules,
             dir: dir.to_path_buf(),
             endpoints: endpoints.clone(),
             kubeconfig: cluster.api().write_kubeconfig(dir)?,
@@ -195,6 +200,8 @@ impl Launcher {
             CLOUD,
             "--region",
             REGION,
+            "--rules",
+            &self.rules.to_string_lossy(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -205,6 +212,8 @@ impl Launcher {
     pub fn start_attributor(&self, replica: usize) -> anyhow::Result<RunningService> {
         let mut args = self.attribution_args();
         args.extend(Self::group_options());
+        // The internet host is in Germany: egress there is "unexpected" to the alert.
+        args.extend(["--allowed-egress-countries".into(), "US".into()]);
         let kubeconfig = self.kubeconfig.display().to_string();
         self.launch(
             "netmeter-attributor",

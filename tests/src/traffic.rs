@@ -156,7 +156,7 @@ pub fn matrix() -> Vec<Flow> {
             },
         },
         Flow {
-            label: "internet: frontend -> 203.0.113.10 (upload, then a 3 MiB download)",
+            label: "internet: frontend -> 5.9.1.10 (upload, then a 3 MiB download)",
             from: Source::Workload(FRONTEND),
             to: Target::Internet,
             load: Tcp {

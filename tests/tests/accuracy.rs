@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use netmeter_report::{Connection, Options, TimeRange};
 
 use netmeter_tests::ledger::{self, Key, Ledger};
+use netmeter_tests::minicluster::{INTERNET_HOST_PLACE, NAT_PATH, NAT_PROCESSING};
 use netmeter_tests::pipeline::{self, Metered};
 
 const CLUSTER: &str = "accuracy";
@@ -126,17 +127,47 @@ async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_directio
         "out",
     );
     assert_eq!(k.class, "INTER_ZONE");
-    // The internet: egress priced $0.09/GiB, the download free.
-    let internet = "ip/::ffff:203.0.113.10";
+    // The internet, through zone us-east-1a's NAT gateway: egress priced $0.09/GiB plus
+    // $0.045/GiB processing, the download $0.045/GiB processing only.
+    let internet = "ip/::ffff:5.9.1.10";
     let (k, up) = line(expected, "node-a1", frontend, internet, "out");
     let (_, down) = line(expected, "node-a1", frontend, internet, "in");
-    assert_eq!(k.class, "INTERNET");
-    assert!((up.cost_usd - up.bytes as f64 / GIB * 0.09).abs() < 1e-12);
-    assert_eq!(down.cost_usd, 0.0);
+    assert_eq!((k.class.as_str(), k.path.as_str()), ("INTERNET", NAT_PATH));
+    let gib = |bytes: u64| bytes as f64 / GIB;
+    assert!((up.processing_usd - gib(up.bytes) * NAT_PROCESSING).abs() < 1e-12);
+    assert!((up.cost_usd - gib(up.bytes) * (0.09 + NAT_PROCESSING)).abs() < 1e-12);
+    assert!((down.cost_usd - gib(down.bytes) * NAT_PROCESSING).abs() < 1e-12);
+    assert_eq!(down.cost_usd, down.processing_usd);
     assert!(down.bytes > 2 * (3 << 20), "{down:?}");
-    // S3 in the region: labelled with the service, free.
+    // S3 in the region: labelled with the service, free, and not through the NAT gateway (the
+    // zone's gateway endpoint).
     let (k, s3) = line(expected, "node-a2", checkout, "aws/us-east-1/S3", "out");
-    assert_eq!((k.class.as_str(), s3.cost_usd), ("INTRA_REGION", 0.0));
+    assert_eq!(
+        (k.class.as_str(), k.path.as_str(), s3.cost_usd),
+        ("INTRA_REGION", "", 0.0)
+    );
+    // Where the internet host is, as ClickHouse holds it for each record to it: its country
+    // and network from the built-in data, exactly; cloud addresses are placed too (S3 is
+    // Amazon's network in the US), cluster addresses never.
+    let places = netmeter_tests::clickhouse::query_text(
+        &client,
+        &format!(
+            "SELECT class, remote_country, remote_asn, remote_as_name, count() > 0 FROM flows FINAL \
+             WHERE cluster = '{CLUSTER}' AND class IN ('INTERNET', 'INTRA_REGION', 'INTER_ZONE') \
+             GROUP BY ALL ORDER BY ALL"
+        ),
+        "TabSeparated",
+    )
+    .await;
+    let (country, asn, as_name) = INTERNET_HOST_PLACE;
+    assert_eq!(
+        places,
+        format!(
+            "INTERNET\t{country}\t{asn}\t{as_name}\t1\n\
+             INTER_ZONE\t\t0\t\t1\n\
+             INTRA_REGION\tUS\t16509\tAmazon.com, Inc.\t1\n"
+        )
+    );
     // The Job's 100 short connections all ended between dumps and were counted.
     let short = verified
         .counted
@@ -207,7 +238,7 @@ async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_directio
     // The nodes' own multicast (IGMP/MLD reports) is classed MULTICAST and free, never INTERNET.
     let internet_elsewhere = netmeter_tests::clickhouse::query_text(
         &client,
-        &format!("SELECT count() FROM flows FINAL WHERE cluster = '{CLUSTER}' AND class = 'INTERNET' AND remote_ip != toIPv6('::ffff:203.0.113.10')"),
+        &format!("SELECT count() FROM flows FINAL WHERE cluster = '{CLUSTER}' AND class = 'INTERNET' AND remote_ip != toIPv6('::ffff:5.9.1.10')"),
         "TabSeparated",
     )
     .await;

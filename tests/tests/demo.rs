@@ -43,9 +43,20 @@ fn cluster_prefix(output: &str) -> String {
     line[at..].split("-*").next().unwrap().to_string()
 }
 
+/// Runs `netmeter-demo --stop` on its directory when dropped, so that a failed assertion does
+/// not leave a kept demo running (after a successful `--stop` it finds nothing to stop).
+struct StopOnDrop<'a>(&'a Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = demo(self.0).arg("--stop").output();
+    }
+}
+
 #[test]
 fn e2e_demo_keep_leaves_the_metered_cluster_running_and_stop_ends_everything() {
     let dir = tempfile::tempdir().unwrap();
+    let _stop = StopOnDrop(dir.path());
     let started = Instant::now();
     let output = demo(dir.path()).arg("--keep").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -63,10 +74,12 @@ fn e2e_demo_keep_leaves_the_metered_cluster_running_and_stop_ends_everything() {
         "1. Overview",
         "2. Cross-zone and cross-region traffic",
         "3. Cloud services and the internet",
-        "4. Who opens connections",
-        "5. Load balance across replicas",
-        "6. Node throughput",
-        "7. Cost by namespace and workload",
+        "4. Where internet egress goes",
+        "DE ",
+        "5. Who opens connections",
+        "6. Load balance across replicas",
+        "7. Node throughput",
+        "8. Cost by namespace and workload",
         "FROM netmeter.flows FINAL",
         "only receives",
         "report.html",

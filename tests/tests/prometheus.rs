@@ -70,6 +70,20 @@ fn questions() -> Vec<Question> {
             ),
             relative_tolerance: 0.0,
         },
+        Question {
+            what: "internet egress bytes per country",
+            // One label: the other two columns of the shape are empty on both sides.
+            promql: "sum by (country) (netmeter_internet_egress_bytes_total)",
+            labels: ["country", "job", "instance"],
+            sql: format!(
+                "SELECT if(remote_country = '', 'unknown', remote_country), '', '', \
+                 sum(bytes) FROM {db}.flows FINAL WHERE cluster = '{CLUSTER}' \
+                 AND class IN ('INTERNET', 'INTER_CLOUD') AND direction = 'out' \
+                 GROUP BY ALL ORDER BY ALL",
+                db = pipeline::DATABASE
+            ),
+            relative_tolerance: 0.0,
+        },
     ]
 }
 
@@ -230,6 +244,38 @@ async fn e2e_prometheus_shows_what_clickhouse_holds_per_workload_and_zone_pair()
             "no cross-zone bytes for {key:?} in {cross_zone_bytes:#?}"
         );
     }
+    // Egress to the internet host, by its country; the alert's expression (its `for` aside)
+    // names that country, since the attributors allow only US (tests/src/pipeline.rs).
+    let countries = &stored[3];
+    let germany = ("DE".to_string(), String::new(), String::new());
+    assert!(
+        countries.get(&germany).is_some_and(|b| *b > 0.0),
+        "{countries:#?}"
+    );
+    let alerts: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../charts/netmeter/files/alerts.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let expr = alerts["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .find(|r| r["alert"] == "NetmeterEgressToUnexpectedCountry")
+        .and_then(|r| r["expr"].as_str())
+        .unwrap()
+        .to_string();
+    let firing: Vec<String> = prometheus
+        .query(&expr)
+        .unwrap()
+        .into_iter()
+        .map(|(labels, _)| labels.get("country").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(firing, ["DE"], "{expr}");
     let zones = &stored[2];
     for pair in [
         ("us-east-1a", "us-east-1b"),

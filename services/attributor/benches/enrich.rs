@@ -16,6 +16,9 @@
 //! for 10 s and exits: `NETMETER_BENCH_PARTS=enrich NETMETER_BENCH_PROFILE=encode perf record
 //! <bench binary>`.
 //!
+//! Part 1's enricher has every table loaded: the cloud ranges, the built-in country and
+//! network table, the default price book, and a rules file with a NAT gateway per zone.
+//!
 //! The data, built in code from a fixed seed: a cluster in AWS eu-west-1 with 100 nodes in 3
 //! zones and 10,000 pod tenures (about 10% of the pod addresses were held by 2-3 pods over
 //! time, a few pods are dual-stack), the real AWS/GCP/Azure range files (the attributor's
@@ -185,8 +188,21 @@ fn enricher() -> Enricher {
         cloud: "aws".into(),
         region: REGION.into(),
     };
-    // No rules file, as the attributor of part 2 runs.
-    Enricher::new(place, Rules::default())
+    // A rules file as production clusters have one: a NAT gateway per zone, S3 and DynamoDB
+    // through gateway endpoints in two of them (part 2's attributor runs without one). With
+    // the built-in country and network table, every lookup of the attributor is made.
+    let rules: netmeter_attributor::rules::RulesFile = serde_yaml_ng::from_str(
+        "paths:
+  - {name: nat-a, kind: nat_gateway, zones: [eu-west-1a], except_services: [S3, DYNAMODB]}
+  - {name: nat-b, kind: nat_gateway, zones: [eu-west-1b], except_services: [S3, DYNAMODB]}
+  - {name: nat-c, kind: nat_gateway, zones: [eu-west-1c]}
+",
+    )
+    .expect("the bench's rules parse");
+    Enricher::new(
+        place,
+        Rules::build(rules, "bench").expect("the bench's rules are valid"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

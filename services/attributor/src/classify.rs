@@ -17,7 +17,6 @@
 //! - Any other private address (RFC 1918, 100.64/10, fc00::/7, link-local) -> `VPC`.
 //! - Any other address -> `INTERNET`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -189,68 +188,6 @@ impl DirectionalPrice {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// `$/GiB` per provider x class x direction. The provider is the cloud the cluster runs in
-/// (it is the one that bills); a cluster outside any known cloud pays nothing by default.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PriceTable {
-    prices: HashMap<(String, Class), DirectionalPrice>,
-}
-
-/// Overrides as written in the rules file: provider -> class -> price.
-pub type PriceOverrides = HashMap<String, HashMap<Class, DirectionalPrice>>;
-
-impl Default for PriceTable {
-    /// List prices (first tier) as of 2025: cross-zone $0.01/GiB each way on all three
-    /// clouds; cross-region egress $0.02; internet (and other-cloud) egress AWS $0.09,
-    /// GCP $0.12, Azure $0.087; ingress from the internet is free. Everything else is free,
-    /// `MULTICAST` included.
-    fn default() -> Self {
-        let mut prices = HashMap::new();
-        for (cloud, internet) in [("aws", 0.09), ("gcp", 0.12), ("azure", 0.087)] {
-            let mut set = |class, out, inbound| {
-                prices.insert(
-                    (cloud.to_string(), class),
-                    DirectionalPrice { out, inbound },
-                );
-            };
-            set(Class::InterZone, 0.01, 0.01);
-            set(Class::InterRegion, 0.02, 0.0);
-            set(Class::Internet, internet, 0.0);
-            set(Class::InterCloud, internet, 0.0);
-        }
-        PriceTable { prices }
-    }
-}
-
-impl PriceTable {
-    /// The defaults with `overrides` applied on top (a listed class replaces both directions).
-    pub fn with_overrides(overrides: &PriceOverrides) -> Self {
-        let mut table = PriceTable::default();
-        for (cloud, classes) in overrides {
-            for (class, price) in classes {
-                table
-                    .prices
-                    .insert((cloud.to_ascii_lowercase(), *class), *price);
-            }
-        }
-        table
-    }
-
-    pub fn price(&self, cloud: &str, class: Class) -> DirectionalPrice {
-        // Lookups by (&str, Class) without allocating: the table is tiny, scan it.
-        self.prices
-            .iter()
-            .find(|((c, k), _)| c == cloud && *k == class)
-            .map(|(_, p)| *p)
-            .unwrap_or_default()
-    }
-
-    /// The table as a dense array per cloud, for the hot path.
-    pub fn dense(&self, cloud: &str) -> [DirectionalPrice; Class::ALL.len()] {
-        Class::ALL.map(|class| self.price(cloud, class))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,58 +304,8 @@ mod tests {
     }
 
     #[test]
-    fn default_prices_and_overrides() {
-        let table = PriceTable::default();
-        let gib = 1u64 << 30;
-        let cross_zone = table.price("aws", Class::InterZone);
-        assert_eq!(cross_zone.cost(Direction::Out, 10 * gib), 0.1);
-        assert_eq!(cross_zone.cost(Direction::In, 10 * gib), 0.1);
-        assert_eq!(
-            table
-                .price("gcp", Class::Internet)
-                .cost(Direction::Out, gib),
-            0.12
-        );
-        assert_eq!(
-            table
-                .price("azure", Class::Internet)
-                .cost(Direction::Out, gib),
-            0.087
-        );
-        assert_eq!(
-            table.price("aws", Class::Internet).cost(Direction::In, gib),
-            0.0
-        );
-        assert_eq!(
-            table.price("aws", Class::IntraZone),
-            DirectionalPrice::default()
-        );
-        assert_eq!(
-            table.price("", Class::InterZone),
-            DirectionalPrice::default()
-        );
-        for cloud in ["aws", "gcp", "azure"] {
-            assert_eq!(
-                table.price(cloud, Class::Multicast),
-                DirectionalPrice::default(),
-                "multicast is free on {cloud}"
-            );
-        }
-
-        let overrides: PriceOverrides = serde_yaml_ng::from_str(
-            "AWS:\n  INTERNET: {out: 0.05}\n  VPC: {out: 0.045, in: 0.045}\n  MULTICAST: {out: 0.001}\n",
-        )
-        .unwrap();
-        let table = PriceTable::with_overrides(&overrides);
-        assert_eq!(table.price("aws", Class::Internet).out, 0.05);
-        assert_eq!(table.price("aws", Class::Vpc).inbound, 0.045);
-        assert_eq!(table.price("aws", Class::InterZone).out, 0.01);
-        assert_eq!(table.dense("aws")[Class::Vpc as usize].out, 0.045);
-        assert_eq!(table.dense("aws")[Class::Multicast as usize].out, 0.001);
-    }
-
-    #[test]
     fn a_misspelt_class_or_direction_is_rejected() {
+        use crate::prices::PriceOverrides;
         assert!(
             serde_yaml_ng::from_str::<PriceOverrides>("aws:\n  CROSS_ZONE: {out: 1}\n").is_err()
         );

@@ -11,7 +11,7 @@ use netmeter_common::kafka::KafkaArgs;
 use netmeter_common::{ConfigError, ServiceArgs};
 
 use crate::cloud::{Cloud, CloudRangesArgs};
-use crate::enrich::ClusterPlace;
+use crate::enrich::{ClusterPlace, Enricher};
 use crate::rules::Rules;
 
 /// Attributes raw conntrack deltas to workloads, zones, clouds and prices; republishes them.
@@ -46,6 +46,11 @@ pub struct Args {
     /// replica; the records of any other are counted under `__other__` (0: all of them are).
     #[arg(long, env = "NETMETER_METRICS_MAX_WORKLOADS", default_value_t = crate::usage::DEFAULT_MAX_WORKLOADS)]
     pub metrics_max_workloads: usize,
+    /// Countries (ISO 3166-1 alpha-2, comma-separated) internet egress is expected to go to,
+    /// exported as `netmeter_egress_country_allowed{country}` for the alert on egress anywhere
+    /// else (NetmeterEgressToUnexpectedCountry). Empty: no allow-list, no alert.
+    #[arg(long, env = "NETMETER_ALLOWED_EGRESS_COUNTRIES", value_delimiter = ',')]
+    pub allowed_egress_countries: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +89,13 @@ pub struct ReplayArgs {
 pub struct ExplainArgs {
     #[command(flatten)]
     pub attribution: AttributionArgs,
+    /// The zone of the node the traffic leaves from (chooses the egress path of the rules
+    /// file's `paths`); default: none.
+    #[arg(long, default_value = "")]
+    pub from_zone: String,
+    /// The address of the local endpoint (a pod or node address; chooses paths by `subnets`).
+    #[arg(long)]
+    pub from_ip: Option<std::net::IpAddr>,
     /// Addresses to explain.
     #[arg(required = true, value_name = "ADDR")]
     pub addresses: Vec<std::net::IpAddr>,
@@ -112,6 +124,11 @@ pub struct AttributionArgs {
     pub inventory_retention: Duration,
     #[command(flatten)]
     pub cloud_ranges: CloudRangesArgs,
+    /// Directory of newer country and network files, as the `@ip-location-db` npm packages
+    /// ship them (geo-whois-asn-country-ipv4.csv, ...-ipv6.csv, asn-ipv4.csv, asn-ipv6.csv; any
+    /// of them); each file absent from it comes from the built-in snapshot. Read at start.
+    #[arg(long, env = "NETMETER_GEO_DIR")]
+    pub geo_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -131,10 +148,21 @@ pub enum OutputFormat {
     Json,
 }
 
-/// The validated attribution settings: where the cluster is and the rules file, loaded.
+/// The validated attribution settings: where the cluster is, the rules file and the country
+/// and network tables, loaded.
 pub struct AttributionSettings {
     pub place: ClusterPlace,
     pub rules: Rules,
+    pub geo: crate::geo::LoadedGeo,
+}
+
+impl AttributionSettings {
+    /// The enricher these settings describe (logging where its country and network data
+    /// came from).
+    pub fn enricher(self) -> Enricher {
+        crate::geo::GeoLoaded { loaded: &self.geo }.emit();
+        Enricher::with_geo(self.place, self.rules, self.geo.table)
+    }
 }
 
 impl AttributionArgs {
@@ -159,6 +187,8 @@ impl AttributionArgs {
                 .map_err(|e| ConfigError::invalid("--rules", "NETMETER_RULES", e))?,
             None => Rules::default(),
         };
+        let geo = crate::geo::GeoTable::load(self.geo_dir.as_deref())
+            .map_err(|e| ConfigError::invalid("--geo-dir", "NETMETER_GEO_DIR", e))?;
         Ok(AttributionSettings {
             place: ClusterPlace {
                 cluster: self.cluster.clone(),
@@ -166,6 +196,7 @@ impl AttributionArgs {
                 region: self.region.clone(),
             },
             rules,
+            geo,
         })
     }
 }
@@ -194,6 +225,8 @@ pub struct Config {
     /// None: static hosts only (`--kubernetes=false`).
     pub kubernetes: Option<KubernetesSource>,
     pub metrics_max_workloads: usize,
+    /// Upper-case ISO codes.
+    pub allowed_egress_countries: Vec<String>,
 }
 
 /// Where the Kubernetes inventory comes from, and how long the first list may take.
@@ -223,6 +256,18 @@ impl Args {
             ));
         }
         let settings = self.attribution.validate()?;
+        let mut allowed_egress_countries = Vec::new();
+        for code in &self.allowed_egress_countries {
+            let code = code.trim().to_ascii_uppercase();
+            if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(ConfigError::invalid(
+                    "--allowed-egress-countries",
+                    "NETMETER_ALLOWED_EGRESS_COUNTRIES",
+                    format!("{code:?} is not a two-letter ISO 3166-1 country code"),
+                ));
+            }
+            allowed_egress_countries.push(code);
+        }
         Ok(Config {
             service: self.service,
             kafka: self.kafka,
@@ -235,6 +280,7 @@ impl Args {
                 sync_timeout: self.kubernetes_sync_timeout,
             }),
             metrics_max_workloads: self.metrics_max_workloads,
+            allowed_egress_countries,
         })
     }
 }

@@ -1,7 +1,8 @@
-//! `netmeter-attributor explain ADDR...`: how the attributor labels and classifies addresses
-//! as the remote end of a flow from this cluster (its `--cloud`/`--region`), with the same
-//! cloud ranges (the built-in snapshot, or `--cloud-ranges-dir`) and rules file. The tool to
-//! reach for when a number looks wrong. It does not read the Kubernetes inventory: pod
+//! `netmeter-attributor explain ADDR...`: how the attributor labels, classifies and prices
+//! addresses as the remote end of a flow from this cluster (its `--cloud`/`--region`), from a
+//! node in `--from-zone` with address `--from-ip` (both optional: they choose the egress path),
+//! with the same cloud ranges, country and network tables and rules file as the service. The
+//! tool to reach for when a number looks wrong. It does not read the Kubernetes inventory: pod
 //! addresses show as whatever their range says.
 
 use std::net::IpAddr;
@@ -30,21 +31,45 @@ pub struct Explanation {
     /// Name of the static host that matched, if any.
     pub host: String,
     pub class: &'static str,
-    /// $/GiB sent to / received from this address.
+    /// Country (ISO 3166-1 alpha-2) and network (AS number and name) of a public address.
+    pub country: String,
+    pub asn: u32,
+    pub as_name: String,
+    /// The priced path (rules file, `paths`) traffic to this address takes; empty: none.
+    pub path: String,
+    /// $/GiB sent to / received from this address in all: transfer plus processing.
     pub price_out: f64,
     pub price_in: f64,
+    /// The transfer price of `class`.
+    pub transfer_out: f64,
+    pub transfer_in: f64,
+    /// The processing charge of `path`.
+    pub processing_out: f64,
+    pub processing_in: f64,
 }
 
-pub fn explain(enricher: &Enricher, inputs: &Inputs, ip: IpAddr) -> Explanation {
+/// The local side `explain` prices from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct From<'a> {
+    pub zone: &'a str,
+    pub ip: Option<IpAddr>,
+}
+
+pub fn explain(enricher: &Enricher, inputs: &Inputs, from: From, ip: IpAddr) -> Explanation {
     let cluster = enricher.cluster();
     let local = Place {
         cloud: &cluster.cloud,
         region: &cluster.region,
-        zone: "",
+        zone: from.zone,
         node: "",
     };
     let remote = enricher.remote(inputs, ip, 0, 0);
-    let (class, price) = enricher.classify(inputs, &local, &remote);
+    let geo = enricher.geo(&remote, ip);
+    let local_ip = from
+        .ip
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let pricing = enricher.price(inputs, &local, local_ip, &remote, ip, geo.country);
+    let (transfer, processing) = (pricing.transfer, pricing.processing);
     let mut e = Explanation {
         ip,
         cloud: String::new(),
@@ -54,9 +79,18 @@ pub fn explain(enricher: &Enricher, inputs: &Inputs, ip: IpAddr) -> Explanation 
         prefix: String::new(),
         network: String::new(),
         host: String::new(),
-        class: class.name(),
-        price_out: price.for_direction(Direction::Out),
-        price_in: price.for_direction(Direction::In),
+        class: pricing.class.name(),
+        country: geo.country.into(),
+        asn: geo.asn,
+        as_name: geo.as_name.into(),
+        path: pricing.path.map_or_else(String::new, |p| p.name.clone()),
+        price_out: transfer.for_direction(Direction::Out)
+            + processing.for_direction(Direction::Out),
+        price_in: transfer.for_direction(Direction::In) + processing.for_direction(Direction::In),
+        transfer_out: transfer.for_direction(Direction::Out),
+        transfer_in: transfer.for_direction(Direction::In),
+        processing_out: processing.for_direction(Direction::Out),
+        processing_in: processing.for_direction(Direction::In),
     };
     match remote {
         Remote::Owner(owner) => {
@@ -95,14 +129,19 @@ pub fn main(args: ExplainArgs) -> ExitCode {
             )
             .exit()
         });
-    let enricher = Enricher::new(settings.place, settings.rules);
+    let enricher = settings.enricher();
     let history = IpOwnerHistory::new(0);
     let inputs = Inputs {
         history: &history,
         cloud: &ranges,
     };
     for ip in args.addresses {
-        let line = serde_json::to_string(&explain(&enricher, &inputs, ip)).expect("serializable");
+        let from = From {
+            zone: &args.from_zone,
+            ip: args.from_ip,
+        };
+        let line =
+            serde_json::to_string(&explain(&enricher, &inputs, from, ip)).expect("serializable");
         println!("{line}");
     }
     ExitCode::SUCCESS

@@ -16,12 +16,14 @@ pub mod config;
 pub mod delta;
 pub mod enrich;
 pub mod explain;
+pub mod geo;
 pub mod inventory;
 pub mod inventory_topic;
 pub mod kubernetes;
 pub mod metric_list;
 pub mod pipeline;
 pub mod prefix;
+pub mod prices;
 pub mod replay;
 pub mod rules;
 pub mod usage;
@@ -43,7 +45,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cloud::SharedCloudRanges;
 use crate::config::{AttributionArgs, KubernetesSource, OutputArgs};
-use crate::enrich::Enricher;
 use crate::inventory::IpOwnerHistory;
 use crate::inventory_topic::InventoryReader;
 use crate::pipeline::Attributor;
@@ -120,7 +121,7 @@ pub async fn build_attribution(
         "inventory loaded"
     );
     let attribution = Attributor {
-        enricher: Enricher::new(settings.place, settings.rules),
+        enricher: settings.enricher(),
         history,
         cloud: SharedCloudRanges::new(ranges),
         format: output.output_format,
@@ -165,6 +166,10 @@ pub async fn build(
     tracing::info!(cluster = %config.attribution.cluster, group = %config.group_id, "attributor configured");
     netmeter_common::metric::declare(metric_list::ALL);
     usage::UsageMetrics::global().set_max_workloads(config.metrics_max_workloads);
+    for country in &config.allowed_egress_countries {
+        metrics::gauge!(metric_list::EGRESS_COUNTRY_ALLOWED.name, "country" => country.clone())
+            .set(1.0);
+    }
     if !wait_for_topics(kafka, topics(kafka), shutdown).await? {
         return Ok(None);
     }

@@ -91,8 +91,13 @@ netmeter_common::declare_metrics! {
         "netmeter_attributor_metrics_overflow_records_total",
         "Flow records counted under workload=\"__other__\" because their workload did not fit under --metrics-max-workloads."
     );
+    EGRESS_COUNTRY_ALLOWED = gauge(
+        "netmeter_egress_country_allowed",
+        "1 for each country of --allowed-egress-countries, for the alert on internet egress \
+         anywhere else."
+    );
     /// Kept and rendered by [`crate::usage`] (float dollars: not the recorder's), like the
-    /// next two.
+    /// next three.
     WORKLOAD_BYTES = counter(
         "netmeter_workload_bytes_total",
         "Bytes of the flow records by the local endpoint's workload, class and direction \
@@ -107,6 +112,12 @@ netmeter_common::declare_metrics! {
         "netmeter_zone_pair_bytes_total",
         "Bytes of the flow records by the local and the remote endpoint's zone (\"none\": \
          no zone) and direction (counted at least once per record; ClickHouse is exact)."
+    );
+    INTERNET_EGRESS_BYTES = counter(
+        "netmeter_internet_egress_bytes_total",
+        "Bytes sent to public addresses outside the cluster's cloud (classes INTERNET and \
+         INTER_CLOUD) by the destination's country (ISO 3166-1 alpha-2; \"unknown\": not in the \
+         country data); no workload label: bounded by the number of countries."
     );
 }
 

@@ -1,5 +1,5 @@
 //! The rules file (`--rules`, YAML): what the user knows that the cluster and the cloud range
-//! files do not. Three optional sections:
+//! files do not. Five optional sections:
 //!
 //! ```yaml
 //! networks:            # named CIDRs outside the cluster; they take precedence over cloud ranges
@@ -17,10 +17,28 @@
 //!     node: billing-db-vm       # optional: the machine whose collector observes it
 //!     namespace: billing        # optional, as are workload_kind, workload_name, labels
 //!     labels: {app: postgres}
-//! prices:              # $/GiB per provider x class x direction, over the defaults
+//! paths:               # priced egress paths: a processing charge on top of the transfer
+//!   - name: nat-us-east-1a
+//!     kind: nat_gateway         # nat_gateway, interface_endpoint, transit_gateway, peering
+//!     zones: [us-east-1a]       # optional: local endpoints in these zones take it
+//!     subnets: [10.0.0.0/19]    # optional: local endpoints with an address in these subnets
+//!     # what goes through it: every public address (the default of a nat_gateway), cloud
+//!     # services by name, and/or destination CIDRs (a peer VPC, an endpoint's addresses)
+//!     public: true
+//!     services: []
+//!     cidrs: []
+//!     except_services: [S3, DYNAMODB]   # gateway endpoints: these bypass it, free
+//!     price: {out: 0.045, in: 0.045}    # optional $/GiB; the price book's for its kind otherwise
+//! price_rules:         # rules in front of the default price book (see `prices.rs`)
+//!   aws:
+//!     - {class: INTER_REGION, from: us-east-1, to: eu-west-1, out: 0.02}
+//! prices:              # short form: $/GiB per provider x class x direction, over the defaults
 //!   aws:
 //!     INTERNET: {out: 0.085}
 //! ```
+//!
+//! The first path (in file order) whose local side and destination match is the one a flow
+//! takes; `except_services` is checked first.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,9 +47,11 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::classify::{Class, DirectionalPrice, PriceOverrides};
+use crate::classify::{Class, DirectionalPrice};
 use crate::inventory::{Owner, OwnerKind};
 use crate::prefix::PrefixMap;
+use crate::prices::PriceBook;
+use crate::prices::{PathKind, PriceOverrides, PriceRule};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +61,50 @@ pub struct RulesFile {
     #[serde(default)]
     pub hosts: Vec<StaticHost>,
     #[serde(default)]
+    pub paths: Vec<PathRule>,
+    #[serde(default)]
+    pub price_rules: HashMap<String, Vec<PriceRule>>,
+    #[serde(default)]
     pub prices: PriceOverrides,
+}
+
+/// A priced egress path (NAT gateway, interface endpoint, transit gateway, peering).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PathRule {
+    pub name: String,
+    pub kind: PathKind,
+    /// Local endpoints in these zones take the path; empty: any zone.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Local endpoints with an address in these subnets take it; empty: any address.
+    #[serde(default)]
+    pub subnets: Vec<IpNet>,
+    /// Every public address goes through it (cloud ranges and the internet). Defaults to true
+    /// for a `nat_gateway` that lists no `services` and no `cidrs`, else false.
+    #[serde(default)]
+    pub public: Option<bool>,
+    /// Cloud services (as the range files name them, e.g. S3, any case) reached through it.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Destination addresses reached through it.
+    #[serde(default)]
+    pub cidrs: Vec<IpNet>,
+    /// Cloud services that bypass it (gateway endpoints).
+    #[serde(default)]
+    pub except_services: Vec<String>,
+    /// $/GiB processed; the price book's for this kind and region when absent.
+    #[serde(default)]
+    pub price: Option<DirectionalPrice>,
+}
+
+impl PathRule {
+    /// Whether public addresses take this path (see [`PathRule::public`]).
+    pub fn carries_public(&self) -> bool {
+        self.public.unwrap_or(
+            self.kind == PathKind::NatGateway && self.services.is_empty() && self.cidrs.is_empty(),
+        )
+    }
 }
 
 /// A named network outside the cluster (VPC, on-prem, NAT gateway, load balancer, peering).
@@ -108,6 +171,17 @@ pub enum RulesError {
         what: &'static str,
         name: String,
     },
+    #[error("rules file {path}: path {name:?} {problem}")]
+    Path {
+        path: String,
+        name: String,
+        problem: &'static str,
+    },
+    #[error("rules file {path}: {source}")]
+    Prices {
+        path: String,
+        source: crate::prices::PriceError,
+    },
     #[error("rules file {path}: {cidr} is listed by both {first:?} and {second:?}")]
     Duplicate {
         path: String,
@@ -122,7 +196,8 @@ pub enum RulesError {
 pub struct Rules {
     pub networks: PrefixMap<Arc<NetworkRule>>,
     pub hosts: PrefixMap<Arc<Owner>>,
-    pub prices: PriceOverrides,
+    pub paths: Vec<PathRule>,
+    pub prices: PriceBook,
 }
 
 impl Rules {
@@ -141,10 +216,35 @@ impl Rules {
     }
 
     pub fn build(file: RulesFile, path: &str) -> Result<Rules, RulesError> {
+        let prices = PriceBook::build(&file.price_rules, &file.prices).map_err(|source| {
+            RulesError::Prices {
+                path: path.into(),
+                source,
+            }
+        })?;
         let mut rules = Rules {
-            prices: file.prices,
+            prices,
             ..Rules::default()
         };
+        for rule in &file.paths {
+            let problem = |problem| RulesError::Path {
+                path: path.into(),
+                name: rule.name.clone(),
+                problem,
+            };
+            if !rule.carries_public() && rule.services.is_empty() && rule.cidrs.is_empty() {
+                return Err(problem(
+                    "carries nothing: give it `cidrs`, `services` or `public: true`",
+                ));
+            }
+            if rule
+                .price
+                .is_some_and(|price| !(price.out >= 0.0 && price.inbound >= 0.0))
+            {
+                return Err(problem("has a negative price"));
+            }
+        }
+        rules.paths = file.paths;
         let mut seen: HashMap<IpNet, String> = HashMap::new();
         let mut claim = |cidr: IpNet, name: &str, what| match seen.insert(cidr.trunc(), name.into())
         {
@@ -250,7 +350,13 @@ prices:
             ),
             ("billing-db", "eu-west-1b", "billing-db-vm", "postgres")
         );
-        assert_eq!(rules.prices["aws"][&Class::Internet].out, 0.085);
+        assert_eq!(
+            rules
+                .prices
+                .transfer("aws", Class::Internet, "eu-west-1", || "", "DE")
+                .out,
+            0.085
+        );
     }
 
     #[test]

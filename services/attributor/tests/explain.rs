@@ -77,9 +77,9 @@ fn explains_cloud_rule_host_private_and_internet_addresses() {
     };
     let expected = [
         json!({"ip": "3.5.140.7", "cloud": "aws", "region": "ap-northeast-2", "service": "S3", "network": "", "host": "", "class": "INTRA_REGION", "price_out": 0.0}),
-        json!({"ip": "2a05:d07a:a000::1", "cloud": "aws", "region": "eu-south-1", "service": "S3", "network": "", "host": "", "class": "INTER_REGION", "price_out": 0.02}),
-        json!({"ip": "34.35.1.2", "cloud": "gcp", "region": "africa-south1", "service": "Google Cloud", "network": "", "host": "", "class": "INTER_CLOUD", "price_out": 0.09}),
-        json!({"ip": "20.33.154.10", "cloud": "azure", "region": "koreacentral", "service": "AzureStorage", "network": "", "host": "", "class": "INTER_CLOUD", "price_out": 0.09}),
+        json!({"ip": "2a05:d07a:a000::1", "cloud": "aws", "region": "eu-south-1", "service": "S3", "network": "", "host": "", "class": "INTER_REGION", "price_out": 0.08}),
+        json!({"ip": "34.35.1.2", "cloud": "gcp", "region": "africa-south1", "service": "Google Cloud", "network": "", "host": "", "class": "INTER_CLOUD", "price_out": 0.126}),
+        json!({"ip": "20.33.154.10", "cloud": "azure", "region": "koreacentral", "service": "AzureStorage", "network": "", "host": "", "class": "INTER_CLOUD", "price_out": 0.126}),
         json!({"ip": "10.0.200.10", "cloud": "", "region": "", "service": "", "network": "nat-gateway", "host": "", "class": "VPC", "price_out": 0.045}),
         json!({"ip": "10.50.0.4", "cloud": "aws", "region": "ap-northeast-2", "service": "", "network": "", "host": "billing-db", "class": "INTRA_REGION", "price_out": 0.0}),
         json!({"ip": "172.20.0.1", "cloud": "", "region": "", "service": "", "network": "", "host": "", "class": "VPC", "price_out": 0.0}),
@@ -101,13 +101,20 @@ fn without_any_flag_the_built_in_snapshot_answers() {
             // Where the cluster runs is unknown: any cloud address is internet to it.
             json!({"ip": "3.5.140.7", "cloud": "aws", "region": "ap-northeast-2", "zone": "",
                    "service": "S3", "prefix": "3.5.140.0/22", "network": "", "host": "",
-                   "class": "INTERNET", "price_out": 0.0, "price_in": 0.0}),
+                   "class": "INTERNET", "country": "KR", "asn": 16509,
+                   "as_name": "Amazon.com, Inc.", "path": "", "price_out": 0.0, "price_in": 0.0,
+                   "transfer_out": 0.0, "transfer_in": 0.0, "processing_out": 0.0,
+                   "processing_in": 0.0}),
             json!({"ip": "34.35.1.2", "cloud": "gcp", "region": "africa-south1", "zone": "",
                    "service": "Google Cloud", "prefix": "34.35.0.0/16", "network": "", "host": "",
-                   "class": "INTERNET", "price_out": 0.0, "price_in": 0.0}),
+                   "class": "INTERNET", "country": "ZA", "asn": 396982, "as_name": "Google LLC",
+                   "path": "", "price_out": 0.0, "price_in": 0.0, "transfer_out": 0.0,
+                   "transfer_in": 0.0, "processing_out": 0.0, "processing_in": 0.0}),
             json!({"ip": "224.0.0.22", "cloud": "", "region": "", "zone": "", "service": "",
-                   "prefix": "", "network": "", "host": "", "class": "MULTICAST",
-                   "price_out": 0.0, "price_in": 0.0}),
+                   "prefix": "", "network": "", "host": "", "class": "MULTICAST", "country": "",
+                   "asn": 0, "as_name": "", "path": "", "price_out": 0.0, "price_in": 0.0,
+                   "transfer_out": 0.0, "transfer_in": 0.0, "processing_out": 0.0,
+                   "processing_in": 0.0}),
         ]
     );
 }
@@ -192,4 +199,55 @@ fn a_bad_address_or_missing_range_files_exit_2_with_one_line() {
     let out = run(&["explain", "10.0.0.300"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("10.0.0.300"));
+}
+
+#[test]
+fn from_a_zone_the_path_both_prices_and_the_destination_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "paths:\n  - name: nat-a\n    kind: nat_gateway\n    zones: [us-east-1a]\n    except_services: [S3]\n\
+         \x20 - name: nat-b\n    kind: nat_gateway\n    zones: [us-east-1b]\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let brief = |zone: &str, address: &str| {
+        let v = &lines(&explain(&[
+            "--cloud",
+            "aws",
+            "--region",
+            "us-east-1",
+            "--rules",
+            rules,
+            "--from-zone",
+            zone,
+            address,
+        ]))[0];
+        json!({"class": v["class"], "country": v["country"], "asn": v["asn"],
+               "as_name": v["as_name"], "path": v["path"], "price_out": v["price_out"],
+               "transfer_out": v["transfer_out"], "processing_out": v["processing_out"],
+               "processing_in": v["processing_in"]})
+    };
+    assert_eq!(
+        brief("us-east-1a", "5.9.1.10"),
+        json!({"class": "INTERNET", "country": "DE", "asn": 24940,
+               "as_name": "Hetzner Online GmbH", "path": "nat-a", "price_out": 0.135,
+               "transfer_out": 0.09, "processing_out": 0.045, "processing_in": 0.045})
+    );
+    // S3 from zone a takes the gateway endpoint; from zone b the NAT gateway.
+    assert_eq!(
+        brief("us-east-1a", "52.216.10.20"),
+        json!({"class": "INTRA_REGION", "country": "US", "asn": 16509,
+               "as_name": "Amazon.com, Inc.", "path": "", "price_out": 0.0,
+               "transfer_out": 0.0, "processing_out": 0.0, "processing_in": 0.0})
+    );
+    assert_eq!(brief("us-east-1b", "52.216.10.20")["path"], "nat-b");
+    assert_eq!(brief("us-east-1b", "52.216.10.20")["processing_in"], 0.045);
+    // IPv6: a Hetzner address in Germany.
+    let v6 = brief("us-east-1b", "2a01:4f8::1");
+    assert_eq!(
+        (v6["country"].as_str(), v6["asn"].as_u64()),
+        (Some("DE"), Some(24940))
+    );
 }

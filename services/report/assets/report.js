@@ -55,13 +55,15 @@
     count: function (v) { return grouped.format(v); },
     ratio: function (v) { return v.toFixed(2); },
     fraction: function (v) { return (v * 100).toFixed(1) + "%"; },
+    bool: function (v) { return v ? "yes" : "no"; },
   };
   // `name` is the column's: a `change_*` column is signed, and its ratio a percentage
-  // (0.5 is +50.0%).
+  // (0.5 is +50.0%); `asn`, a network's number, has no thousands separators.
   function format(kind, value, name) {
     if (value === null || value === undefined) return "—";
     var f = formats[kind];
     if (!f) throw new Error("unknown column kind " + kind);
+    if (name === "asn") return String(value);
     if (name && name.indexOf("change") === 0) {
       var sign = value > 0 ? "+" : "";
       if (kind === "ratio") return sign + (value * 100).toFixed(1) + "%";
@@ -70,7 +72,7 @@
     return f(value);
   }
   function numeric(kind) {
-    return kind !== "text" && kind !== "time";
+    return kind !== "text" && kind !== "time" && kind !== "bool";
   }
   function label(name) {
     return name.replace(/_/g, " ");
@@ -425,6 +427,50 @@
     };
   }
 
+  // Sent bytes per country, largest first, labelled with the cost; a country new this period
+  // is red.
+  function countries(table, width) {
+    var rows = records(table);
+    var names = rows.map(function (r) { return r.new ? r.country + " (new)" : r.country; });
+    return {
+      points: rows.length,
+      total: sum(rows, "sent_bytes"),
+      height: barHeight(rows.length),
+      option: options({
+        grid: { left: 8, right: 72, top: 8, bottom: 8, containLabel: true },
+        tooltip: {
+          trigger: "axis",
+          confine: true,
+          axisPointer: { type: "shadow" },
+          formatter: function (items) {
+            var i = items[0].dataIndex;
+            var r = rows[i];
+            return [names[i], "sent: " + bytes(r.sent_bytes), "cost: " + usd(r.cost_usd),
+              "workloads: " + grouped.format(r.workloads)].join("<br>");
+          },
+        },
+        xAxis: bytesAxis(rows.reduce(function (m, r) { return Math.max(m, r.sent_bytes); }, 0)),
+        yAxis: {
+          type: "category",
+          inverse: true,
+          data: names,
+          axisLabel: { width: Math.min(300, Math.round(width * 0.4)), overflow: "truncate" },
+        },
+        series: [{
+          name: "sent", type: "bar",
+          data: rows.map(function (r) {
+            return { value: r.sent_bytes, itemStyle: { color: r.new ? "#ef4444" : "#2563eb" } };
+          }),
+          label: {
+            show: true,
+            position: "right",
+            formatter: function (p) { return usd(rows[p.dataIndex].cost_usd); },
+          },
+        }],
+      }),
+    };
+  }
+
   // Sent bytes from each zone (columns) to each zone (rows); the diagonal stays in a zone.
   function zoneMatrix(table) {
     var rows = records(table);
@@ -626,6 +672,9 @@
     egress: [
       { table: "destinations", title: "Cloud-service and internet destinations (label: cost)", draw: destinations, wide: true },
     ],
+    egress_destinations: [
+      { table: "countries", title: "Internet egress by country (label: cost; red: new)", draw: countries, wide: true },
+    ],
     throughput: [
       { table: "node_over_time", title: "Node throughput (solid out, dashed in, dotted: the instance's baseline bandwidth)", draw: nodeOverTime, wide: true },
     ],
@@ -675,9 +724,14 @@
     var head = el("tr", null, table.columns.map(function (c) {
       return el("th", { class: numeric(c.kind) ? "num" : null, text: label(c.name) });
     }));
+    // A row flagged `new` (a destination not seen in the previous period) stands out.
+    var flag = table.columns.findIndex(function (c) {
+      return c.name === "new" && c.kind === "bool";
+    });
     var body = table.rows.map(function (row) {
-      var other = row[0] === "other";
-      return el("tr", { class: other ? "other" : null }, row.map(function (v, i) {
+      var classes = [row[0] === "other" ? "other" : "",
+        flag >= 0 && row[flag] === true ? "new" : ""];
+      return el("tr", { class: classes.join(" ").trim() || null }, row.map(function (v, i) {
         var kind = table.columns[i].kind;
         var cls = [numeric(kind) ? "num" : "", v === null ? "null" : ""].join(" ").trim();
         var attrs = { class: cls || null, text: format(kind, v, table.columns[i].name) };

@@ -24,6 +24,22 @@
 //! - `egress` — question 2
 //!   - `destinations`: workload, destination, class, sent_bytes, received_bytes, cost_usd
 //!     (cloud services and the internet; top N by cost, then `other`)
+//! - `egress_destinations` — where internet egress goes: bytes sent to the internet and to
+//!   other clouds (classes INTERNET and INTER_CLOUD), by the remote address's country and
+//!   network, from `flows` only (the rollups hold no place). `new` compares with the previous
+//!   period of the same length, under the same filters.
+//!   - `countries`: country (ISO 3166-1 alpha-2, `unknown` when not located), sent_bytes,
+//!     cost_usd (every record with that country, both directions), workloads (distinct
+//!     workloads that sent there), new (nothing sent to that country in the previous period) —
+//!     every country sent to, by sent_bytes; top N, then `other` (its workloads counted once,
+//!     its new true if it sums a new country)
+//!   - `destinations`: workload, country, asn (0: unknown network), as_name ('' unknown),
+//!     sent_bytes, received_bytes, cost_usd, processing_cost_usd (the part of cost_usd that
+//!     the egress path, such as a NAT gateway, charged for processing), new (the workload sent
+//!     nothing to that country and asn in the previous period) — the (workload, country, asn)
+//!     the workload sent to; N rows chosen new first, then by sent_bytes, so that up to N new
+//!     destinations are always shown; shown by sent_bytes, then `other` (asn null; new when
+//!     it sums a new destination: more than N were new)
 //! - `initiators` — question 3
 //!   - `workloads`: workload, role (`opens`: opened connections and accepted none; `accepts`:
 //!     the reverse; `both`; `only receives`: accepted only and sent less than 1% of what it
@@ -53,9 +69,10 @@
 //!
 //! Value conventions: `*_bps` columns are bits per second (a node's bytes in a collection
 //! interval x 8 / the interval's seconds); bytes and connection counts are JSON integers,
-//! dollars (not rounded: rows add up to totals) and rates numbers, text is text, unknown is
-//! `null`. A row whose first text column is `other` sums the rows the `--top` limit left out;
-//! its other text columns are empty.
+//! dollars (not rounded: rows add up to totals) and rates numbers, text is text, flags are
+//! JSON booleans, unknown is `null`; `asn` is a count shown without thousands separators. A row
+//! whose first text column is `other` sums the rows the `--top` limit left out; its other text
+//! columns are empty.
 
 use serde::Serialize;
 
@@ -129,6 +146,8 @@ pub enum Kind {
     Ratio,
     /// A fraction 0..1 shown as a percentage.
     Fraction,
+    /// A JSON boolean (`new`), shown `yes` or `no`.
+    Bool,
 }
 
 impl Report {

@@ -6,16 +6,17 @@
 //! One block per question: its title, the question, how to read it, then its tables, each
 //! followed by its SQL (unless `sql` is off). Bytes are binary units (KiB, MiB, GiB), bandwidth
 //! decimal bits per second (Mbit/s, Gbit/s, as clouds publish it), dollars with cents (four
-//! decimals below a dollar). Columns are as wide as their values; when a table is wider than the
-//! terminal, text columns are shortened from the widest down, their cells cut with `…`; numbers
-//! are never cut. Time series (`*_over_time`) are drawn as one sparkline per series.
+//! decimals below a dollar), flags as `yes` and `no`. Columns are as wide as their values; when
+//! a table is wider than the terminal, text columns are shortened from the widest down, their
+//! cells cut with `…`; numbers are never cut. Time series (`*_over_time`) are drawn as one sparkline per series.
 //!
 //! # CSV
 //!
 //! Every table is one block: a header line `section,table,<its columns>`, then its rows, each
 //! starting with the section and table ids; blocks are separated by an empty line. A block reads
 //! as a CSV file on its own, and `grep '^cross_zone,top_pairs,'` picks one table's rows. Values
-//! are raw: bytes and counts as integers, dollars and bits per second as numbers, unknown empty.
+//! are raw: bytes and counts as integers, dollars and bits per second as numbers, flags as
+//! `true` and `false`, unknown empty.
 
 use std::fmt::Write as _;
 
@@ -214,7 +215,7 @@ fn parse_time(text: &str) -> Option<u64> {
 }
 
 fn is_numeric(kind: Kind) -> bool {
-    !matches!(kind, Kind::Text | Kind::Time)
+    !matches!(kind, Kind::Text | Kind::Time | Kind::Bool)
 }
 
 /// Every cell of a table as shown: its Time columns as dates when they all fall on midnight.
@@ -420,12 +421,19 @@ pub fn cell(value: &Value, column: &Column) -> String {
                 text
             }
         }
+        // A network's number is a name, not a quantity.
+        (Kind::Count, Some(n)) if column.name == "asn" => (n as u64).to_string(),
         (Kind::Count, Some(n)) => thousands(n as u64),
         (Kind::Ratio, Some(n)) if column.name.starts_with("change") => {
             format!("{:+.1}%", n * 100.0)
         }
         (Kind::Ratio, Some(n)) => format!("{n:.2}"),
         (Kind::Fraction, Some(n)) => format!("{:.1}%", n * 100.0),
+        (Kind::Bool, _) => match value.as_bool() {
+            Some(true) => "yes".into(),
+            Some(false) => "no".into(),
+            None => value.to_string(),
+        },
         _ => match value {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -632,6 +640,22 @@ mod tests {
         assert_eq!(usd(1234.5), "$1,234.50");
         assert_eq!(usd(-2.5), "-$2.50");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn flags_read_yes_or_no_and_networks_keep_their_number() {
+        let flag = Column {
+            name: "new",
+            kind: Kind::Bool,
+        };
+        assert_eq!(cell(&json!(true), &flag), "yes");
+        assert_eq!(cell(&json!(false), &flag), "no");
+        let count = |name| Column {
+            name,
+            kind: Kind::Count,
+        };
+        assert_eq!(cell(&json!(24940), &count("asn")), "24940");
+        assert_eq!(cell(&json!(24940), &count("workloads")), "24,940");
     }
 
     #[test]

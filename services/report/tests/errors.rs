@@ -79,6 +79,18 @@ async fn refused_credentials_missing_and_old_schemas_say_what_to_do() {
         "old.flows has no column local_initiated: the schema is older than this report; \
          start the netmeter-sink of this release, which migrates it"
     );
+
+    // Version 4 has no egress path, place or network of the remote address.
+    migrate_to(&client, &SchemaSettings::new("v4"), 4)
+        .await
+        .unwrap();
+    let err = error(&Connection::new(&url, "default", "", "v4"), &options).await;
+    assert_eq!(err.label(), "old_schema", "{err}");
+    assert_eq!(
+        err.to_string(),
+        "v4.flows has no column path: the schema is older than this report; \
+         start the netmeter-sink of this release, which migrates it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

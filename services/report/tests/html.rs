@@ -6,7 +6,8 @@
 //! table cell and card shows the report's exact value, and those numbers equal direct SQL over
 //! the same range: bytes and dollars by class in both periods, every bucket of the cost over
 //! time, the sankey's total, every zone matrix cell, every top pair and egress destination and
-//! their totals, the cost per namespace and day, each node's peak. The page and a screenshot
+//! their totals, internet egress per country (and the new ones) with the destinations new this
+//! period highlighted, the cost per namespace and day, each node's peak. The page and a screenshot
 //! are kept in `<target>/test-artifacts/html-report/`.
 //!
 //! The checks themselves are tested: a page with a console error, an uncaught exception and a
@@ -33,8 +34,8 @@ use serde_json::{Map, Value, json};
 use page::assert_close;
 
 /// The screenshot's size in CSS pixels: a laptop's width, and the height of the fixture's whole
-/// page (about 6,500 px with the SQL and long tables folded).
-const SCREENSHOT: (u32, u32) = (1400, 6600);
+/// page (about 7,700 px with the SQL and long tables folded).
+const SCREENSHOT: (u32, u32) = (1400, 7700);
 
 /// Where the page and its screenshot are kept: `<target>/test-artifacts/<name>`.
 fn artifacts(name: &str) -> PathBuf {
@@ -77,6 +78,8 @@ async fn the_page_shows_what_direct_sql_says_about_the_fixture() {
     zone_matrix(&sql, &report, &shown).await;
     top_pairs(&sql, &report, &shown).await;
     destinations(&sql, &report, &shown).await;
+    egress_countries(&sql, &report, &shown).await;
+    new_destinations(&sql, &report, &shown).await;
     namespaces_by_day(&sql, &report, &shown).await;
     node_peaks(&sql, &report, &shown, options.top).await;
 
@@ -472,6 +475,98 @@ GROUP BY workload, destination, class",
         shown.charts["destinations"].total, sent as f64,
         "destinations chart"
     );
+}
+
+/// Internet egress per country: each row and the chart's total, and which countries are new
+/// (nothing was sent there in the previous period).
+async fn egress_countries(sql: &Sql, report: &Report, shown: &page::Shown) {
+    let flows = &sql.flows;
+    let egress = "class IN ('INTERNET', 'INTER_CLOUD') AND direction = 'out'";
+    let sent = |range: String| {
+        format!(
+            "SELECT if(remote_country = '', 'unknown', remote_country) AS country,
+    sum(bytes) AS sent_bytes
+FROM {flows}
+WHERE {range} AND {egress}
+GROUP BY country
+HAVING sent_bytes > 0"
+        )
+    };
+    let current = keyed(&sql.rows(&sent(sql.current())).await, &["country"]);
+    let previous = keyed(&sql.rows(&sent(sql.previous())).await, &["country"]);
+    let page_rows = keyed(
+        &shown.rows(report, "egress_destinations", "countries"),
+        &["country"],
+    );
+    assert_eq!(
+        page_rows.keys().collect::<Vec<_>>(),
+        current.keys().collect::<Vec<_>>(),
+        "countries"
+    );
+    for (key, row) in &page_rows {
+        assert_eq!(
+            bytes(row, "sent_bytes"),
+            bytes(&current[key], "sent_bytes"),
+            "{key:?}"
+        );
+        assert_eq!(
+            row["new"],
+            json!(!previous.contains_key(key)),
+            "{key:?} new"
+        );
+    }
+    assert!(
+        page_rows.values().any(|r| r["new"] == json!(true)),
+        "the fixture has a new country"
+    );
+    let total: u64 = current.values().map(|r| bytes(r, "sent_bytes")).sum();
+    assert_eq!(
+        shown.charts["countries"].total, total as f64,
+        "countries chart"
+    );
+}
+
+/// The destinations table highlights exactly the rows of (workload, country, network) that
+/// received nothing from the workload in the previous period.
+async fn new_destinations(sql: &Sql, report: &Report, shown: &page::Shown) {
+    let flows = &sql.flows;
+    let keys = |range: String| {
+        format!(
+            "SELECT DISTINCT {workload} AS workload,
+    if(remote_country = '', 'unknown', remote_country) AS country,
+    toString(remote_asn) AS asn
+FROM {flows}
+WHERE {range} AND class IN ('INTERNET', 'INTER_CLOUD') AND direction = 'out' AND bytes > 0",
+            workload = endpoint("local")
+        )
+    };
+    let names = ["workload", "country", "asn"];
+    let current = keyed(&sql.rows(&keys(sql.current())).await, &names);
+    let previous = keyed(&sql.rows(&keys(sql.previous())).await, &names);
+    let expected: Vec<&Vec<String>> = current
+        .keys()
+        .filter(|k| !previous.contains_key(*k))
+        .collect();
+    assert!(!expected.is_empty(), "the fixture has a new destination");
+    let rows = shown.rows(report, "egress_destinations", "destinations");
+    let classes = dom::row_classes(&shown.dom, "egress_destinations.destinations")
+        .expect("the destinations table");
+    assert_eq!(classes.len(), rows.len());
+    let mut highlighted: Vec<Vec<String>> = rows
+        .iter()
+        .zip(&classes)
+        .filter(|(_, class)| class.split(' ').any(|c| c == "new"))
+        .map(|(row, _)| {
+            assert_eq!(row["new"], json!(true), "{row:?}");
+            vec![
+                row["workload"].as_str().unwrap().to_string(),
+                row["country"].as_str().unwrap().to_string(),
+                row["asn"].to_string(),
+            ]
+        })
+        .collect();
+    highlighted.sort();
+    assert_eq!(highlighted.iter().collect::<Vec<_>>(), expected);
 }
 
 /// The cost of each namespace on each day (UTC) of the range.

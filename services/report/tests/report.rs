@@ -113,7 +113,7 @@ async fn every_figure_equals_sql_on_flows_final() {
     .await;
     let by_class = table(&report, "overview", "by_class");
     assert_eq!(keyed(&by_class.rows, 1), keyed(&expected, 1));
-    assert_eq!(by_class.rows.len(), 5, "{:?}", by_class.rows);
+    assert_eq!(by_class.rows.len(), 6, "{:?}", by_class.rows);
 
     // Over time: every record's bytes (twice within a node) and dollars, per minute.
     let expected = sql(
@@ -199,7 +199,9 @@ async fn every_figure_equals_sql_on_flows_final() {
         client,
         &format!(
             "SELECT {LOCAL},
-                if(remote_service != '', concat(remote_service, ' (', remote_region, ')'), 'internet'),
+                multiIf(remote_service != '', concat(remote_service, ' (', remote_region, ')'),
+                        class = 'INTERNET', 'internet',
+                        concat(remote_cloud, ' ', remote_region)),
                 class, sumIf(bytes, direction = 'out') AS sent, sumIf(bytes, direction = 'in') AS received,
                 sum(cost_usd) AS cost
              FROM netmeter.flows FINAL
@@ -432,6 +434,221 @@ async fn every_figure_equals_sql_on_flows_final() {
     );
 }
 
+/// Internet egress (INTERNET and INTER_CLOUD records, `out`) of `range`, as `flows` says it.
+const EGRESS: &str = "class IN ('INTERNET', 'INTER_CLOUD')";
+const PLACE: &str = "if(remote_country != '', remote_country, 'unknown')";
+
+/// Countries: bytes sent, dollars, distinct senders, and whether nothing was sent there in the
+/// previous period; largest first.
+async fn expected_countries(setup: &Setup) -> Vec<Vec<Value>> {
+    let range = setup.range;
+    sql(
+        &setup.client,
+        &format!(
+            "SELECT {PLACE} AS place,
+                sumIf(bytes, direction = 'out') AS sent,
+                sum(cost_usd),
+                uniqExactIf({LOCAL}, direction = 'out'),
+                toBool(place NOT IN (
+                    SELECT {PLACE} FROM netmeter.flows FINAL
+                    WHERE {previous} AND {EGRESS} AND direction = 'out' AND bytes > 0))
+             FROM netmeter.flows FINAL
+             WHERE {current} AND {EGRESS}
+             GROUP BY place HAVING sent > 0
+             ORDER BY sent DESC, place",
+            current = range_sql(range),
+            previous = range_sql(range.previous()),
+        ),
+    )
+    .await
+}
+
+/// (workload, country, network) sent to: bytes both ways, dollars, the processing part, and
+/// whether the workload sent nothing there in the previous period; largest first.
+async fn expected_destinations(setup: &Setup) -> Vec<Vec<Value>> {
+    let range = setup.range;
+    sql(
+        &setup.client,
+        &format!(
+            "SELECT {LOCAL} AS workload, {PLACE} AS place, remote_asn, max(remote_as_name),
+                sumIf(bytes, direction = 'out') AS sent,
+                sumIf(bytes, direction = 'in'),
+                sum(cost_usd),
+                sum(processing_cost_usd),
+                toBool((workload, place, remote_asn) NOT IN (
+                    SELECT {LOCAL}, {PLACE}, remote_asn FROM netmeter.flows FINAL
+                    WHERE {previous} AND {EGRESS} AND direction = 'out' AND bytes > 0))
+             FROM netmeter.flows FINAL
+             WHERE {current} AND {EGRESS}
+             GROUP BY workload, place, remote_asn HAVING sent > 0
+             ORDER BY sent DESC, workload, place, remote_asn",
+            current = range_sql(range),
+            previous = range_sql(range.previous()),
+        ),
+    )
+    .await
+}
+
+/// The first `keys` values of each row that is flagged new (its last value).
+fn flagged_new(rows: &[Vec<Value>], keys: usize) -> Vec<Vec<Value>> {
+    rows.iter()
+        .filter(|r| r.last() == Some(&json!(true)))
+        .map(|r| r[..keys].to_vec())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internet_egress_by_country_and_network_equals_sql_on_flows_final() {
+    let setup = setup().await;
+    let report = report(&setup, &Options::new(setup.range)).await;
+    let section = report
+        .sections
+        .iter()
+        .position(|s| s.id == "egress_destinations")
+        .expect("the section");
+    assert_eq!(report.sections[section - 1].id, "egress", "after egress");
+
+    let countries = table(&report, "egress_destinations", "countries");
+    let expected = expected_countries(&setup).await;
+    assert_eq!(countries.rows, expected);
+    let places: Vec<&Value> = countries.rows.iter().map(|r| &r[0]).collect();
+    // CN had egress in the previous period only; S3 in us-east-1 is another region, not egress.
+    assert_eq!(
+        places,
+        [&json!("DE"), &json!("unknown"), &json!("US"), &json!("JP")]
+    );
+    assert_eq!(flagged_new(&countries.rows, 1), [vec![json!("JP")]]);
+    // DE: web in both clusters (one name) and api; US: web and node-c's kubelet.
+    let workloads: Vec<&Value> = countries.rows.iter().map(|r| &r[3]).collect();
+    assert_eq!(workloads, [&json!(2), &json!(1), &json!(2), &json!(1)]);
+
+    let destinations = table(&report, "egress_destinations", "destinations");
+    let expected = expected_destinations(&setup).await;
+    assert_eq!(destinations.rows, expected);
+    assert_eq!(destinations.rows.len(), 6, "{:?}", destinations.rows);
+    // New: web answering a new client, api reaching a network web already used, api's first
+    // packets to Japan. Not new: what was sent in both periods.
+    assert_eq!(
+        flagged_new(&destinations.rows, 3),
+        [
+            vec![json!("shop/web"), json!("US"), json!(7922)],
+            vec![json!("shop/api"), json!("DE"), json!(24940)],
+            vec![json!("shop/api"), json!("JP"), json!(2497)],
+        ]
+    );
+    assert!(
+        destinations.rows.contains(&vec![
+            json!("shop/api"),
+            json!("unknown"),
+            json!(0),
+            json!(""),
+            json!(24 * (8 << 20)),
+            json!(24 << 20),
+            json!((24 * (8u64 << 20)) as f64 / (1u64 << 34) as f64),
+            json!(0),
+            json!(false),
+        ]),
+        "an address without location: {:?}",
+        destinations.rows
+    );
+    // The NAT gateway's processing charge is part of the cost, both ways.
+    let processing: Vec<(Value, f64)> = destinations
+        .rows
+        .iter()
+        .filter(|r| r[7].as_f64() != Some(0.0))
+        .map(|r| (r[1].clone(), r[7].as_f64().unwrap()))
+        .collect();
+    let both_ways =
+        |sent: u64, received: u64| (24 * (sent + received)) as f64 / (1u64 << 36) as f64;
+    assert_eq!(
+        processing,
+        [
+            (json!("DE"), both_ways(2 << 20, 256 << 10)),
+            (json!("JP"), both_ways(256 << 10, 64 << 10)),
+        ]
+    );
+
+    // Internet egress is the INTERNET and INTER_CLOUD bytes the overview counts as sent.
+    let by_class = table(&report, "overview", "by_class");
+    let sent_by_class: u64 = by_class
+        .rows
+        .iter()
+        .filter(|r| r[0] == json!("INTERNET") || r[0] == json!("INTER_CLOUD"))
+        .map(|r| r[1].as_u64().unwrap())
+        .sum();
+    for t in [countries, destinations] {
+        let i = t.index("sent_bytes").unwrap();
+        let sent: u64 = t.rows.iter().map(|r| r[i].as_u64().unwrap()).sum();
+        assert_eq!(sent, sent_by_class, "{}", t.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_is_flagged_and_never_cut_by_the_top_limit() {
+    let setup = setup().await;
+    let range = setup.range;
+    let top = |n: usize| Options {
+        top: n,
+        ..Options::new(range)
+    };
+    let all = expected_destinations(&setup).await;
+    let is_new = |r: &Vec<Value>| r[8] == json!(true);
+    // api's destination in Japan is new and the smallest: a plain top 4 by bytes would cut it.
+    let smallest = all.last().unwrap();
+    assert_eq!(smallest[..3], [json!("shop/api"), json!("JP"), json!(2497)]);
+    assert!(is_new(smallest));
+    assert_eq!(all.iter().filter(|r| is_new(r)).count(), 3);
+
+    // Top 4: the 3 new destinations and the largest other one, by bytes; the rest in `other`.
+    let report4 = report(&setup, &top(4)).await;
+    let rows = &table(&report4, "egress_destinations", "destinations").rows;
+    let (kept, cut): (Vec<&Vec<Value>>, Vec<&Vec<Value>>) = all
+        .iter()
+        .partition(|r| is_new(r) || std::ptr::eq(*r, &all[0]));
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[..4].iter().collect::<Vec<_>>(), kept);
+    let sum = |rows: &[&Vec<Value>], i: usize| -> f64 {
+        rows.iter().map(|r| r[i].as_f64().unwrap()).sum()
+    };
+    let other = &rows[4];
+    assert_eq!(
+        other[..4],
+        [json!("other"), json!(""), Value::Null, json!("")]
+    );
+    // Bytes both ways and both dollar columns.
+    for (i, value) in other.iter().enumerate().take(8).skip(4) {
+        assert_eq!(value.as_f64().unwrap(), sum(&cut, i), "column {i}");
+    }
+    assert_eq!(other[8], json!(false), "no new destination in other");
+
+    // Top 2: more new destinations than rows; the 2 largest new ones, `other` holds the third.
+    let report2 = report(&setup, &top(2)).await;
+    let rows = &table(&report2, "egress_destinations", "destinations").rows;
+    let new_rows: Vec<&Vec<Value>> = all.iter().filter(|r| is_new(r)).collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[..2].iter().collect::<Vec<_>>(), new_rows[..2]);
+    assert_eq!(rows[2][0], json!("other"));
+    assert_eq!(rows[2][8], json!(true), "other holds a new destination");
+
+    // Countries are a plain top list: the 2 largest, then `other` (US and JP) with its senders
+    // counted once and the new country in it.
+    let countries = expected_countries(&setup).await;
+    let rows = &table(&report2, "egress_destinations", "countries").rows;
+    assert_eq!(rows[..2], countries[..2]);
+    let rest: Vec<&Vec<Value>> = countries[2..].iter().collect();
+    assert_eq!(
+        rows[2],
+        [
+            json!("other"),
+            json!(sum(&rest, 1) as u64),
+            json!(sum(&rest, 2)),
+            json!(3),
+            json!(true)
+        ],
+        "shop/web and node node-c to the US, shop/api to Japan"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_and_flows_give_the_same_report() {
     let setup = setup().await;
@@ -631,6 +848,38 @@ async fn filters_narrow_to_what_they_name() {
     let pairs = &table(&web, "cross_zone", "top_pairs").rows;
     assert!(pairs.iter().all(|r| r[0] == json!("shop/web")), "{pairs:?}");
     assert_eq!(pairs.len(), 2);
+
+    // Where egress goes, and what is new, within the filters: in namespace shop nobody sent to
+    // the US before (only node-c's kubelet did, which is no namespace's).
+    let shop = report(
+        &setup,
+        &with(Filters {
+            namespace: Some("shop".into()),
+            ..Filters::default()
+        }),
+    )
+    .await;
+    let countries = &table(&shop, "egress_destinations", "countries").rows;
+    let us = countries.iter().find(|r| r[0] == json!("US")).unwrap();
+    assert_eq!((&us[3], &us[4]), (&json!(1), &json!(true)), "{us:?}");
+    let senders = &table(&shop, "egress_destinations", "destinations").rows;
+    assert!(
+        senders
+            .iter()
+            .all(|r| r[0].as_str().unwrap().starts_with("shop/")),
+        "{senders:?}"
+    );
+    let staging_countries = &table(&staging, "egress_destinations", "countries").rows;
+    assert_eq!(
+        staging_countries,
+        &vec![vec![
+            json!("DE"),
+            json!(24 << 20),
+            json!((24u64 << 20) as f64 / (1u64 << 34) as f64),
+            json!(1),
+            json!(false)
+        ]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -401,6 +401,7 @@ fn generate(n: usize) -> Vec<FlowRow> {
                 direction: direction.into(),
                 protocol: if rng.chance(90) { "tcp" } else { "udp" }.into(),
                 class: String::new(),
+                path: String::new(),
                 local_cloud: "aws".into(),
                 local_region: REGION.into(),
                 local_zone: zone.into(),
@@ -433,9 +434,13 @@ fn generate(n: usize) -> Vec<FlowRow> {
                 remote_host_network: false,
                 remote_service: String::new(),
                 remote_network: String::new(),
+                remote_country: String::new(),
+                remote_asn: 0,
+                remote_as_name: String::new(),
                 bytes,
                 packets: bytes / 1_400 + 1,
                 cost_usd: 0.0,
+                processing_cost_usd: 0.0,
             };
             let usd_per_gib = if rng.chance(60) {
                 // Pod to pod: same node, same zone or another zone.
@@ -1160,15 +1165,18 @@ fn flow_messages(rows: &[FlowRow]) -> Vec<(String, Vec<u8>)> {
             direction: &row.direction,
             protocol: &row.protocol,
             class: &row.class,
+            path: "",
             local: endpoint(true),
             local_initiated: row.local_initiated,
             local_instance_type: &row.local_instance_type,
             remote: endpoint(false),
             remote_service: &row.remote_service,
             remote_network: &row.remote_network,
+            remote_geo: Default::default(),
             bytes: row.bytes,
             packets: row.packets,
             cost_usd: row.cost_usd,
+            processing_cost_usd: 0.0,
         }
         .encode_length_delimited(&mut record);
         match messages.last_mut() {

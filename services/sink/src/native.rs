@@ -68,7 +68,7 @@ impl Cell {
 
 /// The insertable columns of `flows` (all but the materialized `interval_start`) in table order;
 /// a unit test holds names and types equal to `schema::tables::flows`.
-const COLUMNS: [(&str, Cell); 39] = {
+const COLUMNS: [(&str, Cell); 44] = {
     use Cell::{Dictionary as D, Fixed as F, Text as T};
     [
         ("record_id", F("UUID", |r, o| put_uuid(o, &r.record_id))),
@@ -85,6 +85,7 @@ const COLUMNS: [(&str, Cell); 39] = {
         ("direction", D(|r| &r.direction)),
         ("protocol", D(|r| &r.protocol)),
         ("class", D(|r| &r.class)),
+        ("path", D(|r| &r.path)),
         ("local_cloud", D(|r| &r.local_cloud)),
         ("local_region", D(|r| &r.local_region)),
         ("local_zone", D(|r| &r.local_zone)),
@@ -128,9 +129,16 @@ const COLUMNS: [(&str, Cell); 39] = {
         ),
         ("remote_service", D(|r| &r.remote_service)),
         ("remote_network", D(|r| &r.remote_network)),
+        ("remote_country", D(|r| &r.remote_country)),
+        ("remote_asn", F("UInt32", |r, o| put(o, r.remote_asn))),
+        ("remote_as_name", D(|r| &r.remote_as_name)),
         ("bytes", F("UInt64", |r, o| put(o, r.bytes))),
         ("packets", F("UInt64", |r, o| put(o, r.packets))),
         ("cost_usd", F("Float64", |r, o| put(o, r.cost_usd))),
+        (
+            "processing_cost_usd",
+            F("Float64", |r, o| put(o, r.processing_cost_usd)),
+        ),
     ]
 };
 
@@ -432,7 +440,7 @@ mod tests {
         let mut encoder = NativeEncoder::default();
         encoder.encode_body(&[row("a"), row("b"), row("a")]);
         let bytes = &encoder.body;
-        assert_eq!(&bytes[..2], &[39, 3]);
+        assert_eq!(&bytes[..2], &[COLUMNS.len() as u8, 3]);
         // The `local_app` column: name, type, version, flags (UInt8 indexes), keys, indexes.
         let mut expected = Vec::new();
         put_string(&mut expected, "local_app");

@@ -19,6 +19,7 @@ pub struct FlowRow {
     pub direction: String,
     pub protocol: String,
     pub class: String,
+    pub path: String,
     pub local_cloud: String,
     pub local_region: String,
     pub local_zone: String,
@@ -47,9 +48,13 @@ pub struct FlowRow {
     pub remote_host_network: bool,
     pub remote_service: String,
     pub remote_network: String,
+    pub remote_country: String,
+    pub remote_asn: u32,
+    pub remote_as_name: String,
     pub bytes: u64,
     pub packets: u64,
     pub cost_usd: f64,
+    pub processing_cost_usd: f64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -105,6 +110,7 @@ impl TryFrom<Flow> for FlowRow {
             direction: f.direction,
             protocol: f.protocol,
             class: f.class,
+            path: f.path,
             local_cloud: f.local_cloud,
             local_region: f.local_region,
             local_zone: f.local_zone,
@@ -129,9 +135,13 @@ impl TryFrom<Flow> for FlowRow {
             remote_host_network: f.remote_host_network,
             remote_service: f.remote_service,
             remote_network: f.remote_network,
+            remote_country: f.remote_country,
+            remote_asn: f.remote_asn,
+            remote_as_name: f.remote_as_name,
             bytes: f.bytes,
             packets: f.packets,
             cost_usd: f.cost_usd,
+            processing_cost_usd: f.processing_cost_usd,
         })
     }
 }

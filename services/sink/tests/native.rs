@@ -34,6 +34,7 @@ fn row(i: u64, start_ms: u64) -> FlowRow {
         direction: if i.is_multiple_of(2) { "out" } else { "in" }.into(),
         protocol: text(i / 7),
         class: ["INTRA_ZONE", "INTER_ZONE", ""][(i % 3) as usize].into(),
+        path: String::new(),
         local_cloud: "aws".into(),
         local_region: text(i),
         local_zone: text(i + 1),
@@ -62,9 +63,13 @@ fn row(i: u64, start_ms: u64) -> FlowRow {
         remote_host_network: i.is_multiple_of(7),
         remote_service: if i.is_multiple_of(11) { "S3" } else { "" }.into(),
         remote_network: text(i + 5),
+        remote_country: String::new(),
+        remote_asn: 0,
+        remote_as_name: String::new(),
         bytes: if i == 0 { u64::MAX } else { i * 1_000 },
         packets: i,
         cost_usd: [0.0, 1e-12, 0.09 * i as f64, f64::MAX][(i % 4) as usize],
+        processing_cost_usd: 0.0,
     }
 }
 

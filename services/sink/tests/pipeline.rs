@@ -50,15 +50,18 @@ fn record(i: u64, generation: u64, namespace: &str, out: &mut Vec<u8>) {
         direction: if i.is_multiple_of(2) { "out" } else { "in" },
         protocol: "tcp",
         class: "INTER_ZONE",
+        path: "",
         local: endpoint("10.0.0.5", 40_000),
         local_initiated: i % 4 < 2,
         local_instance_type: INSTANCE_TYPES[(i % 3) as usize],
         remote: endpoint("fd00::7", 443),
         remote_service: "",
         remote_network: "",
+        remote_geo: Default::default(),
         bytes: i % 1000 + 1,
         packets: 1,
         cost_usd: 0.0,
+        processing_cost_usd: 0.0,
     }
     .encode_length_delimited(out);
 }

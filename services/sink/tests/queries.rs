@@ -42,6 +42,7 @@ fn row(
         direction: direction.into(),
         protocol: "tcp".into(),
         class: class.into(),
+        path: String::new(),
         local_cloud: "aws".into(),
         local_region: "eu-west-1".into(),
         local_zone: "eu-west-1a".into(),
@@ -75,9 +76,13 @@ fn row(
         remote_host_network: false,
         remote_service: String::new(),
         remote_network: String::new(),
+        remote_country: String::new(),
+        remote_asn: 0,
+        remote_as_name: String::new(),
         bytes,
         packets: 1,
         cost_usd,
+        processing_cost_usd: 0.0,
     }
 }
 

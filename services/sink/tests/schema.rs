@@ -139,6 +139,7 @@ cluster\tLowCardinality(String)
 direction\tLowCardinality(String)
 protocol\tLowCardinality(String)
 class\tLowCardinality(String)
+path\tLowCardinality(String)
 local_cloud\tLowCardinality(String)
 local_region\tLowCardinality(String)
 local_zone\tLowCardinality(String)
@@ -167,9 +168,13 @@ remote_port\tUInt16
 remote_host_network\tBool
 remote_service\tLowCardinality(String)
 remote_network\tLowCardinality(String)
+remote_country\tLowCardinality(String)
+remote_asn\tUInt32
+remote_as_name\tLowCardinality(String)
 bytes\tUInt64
 packets\tUInt64
 cost_usd\tFloat64
+processing_cost_usd\tFloat64
 ";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,7 +191,7 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
             database: DB.into(),
             previous_version: 0,
             version: SCHEMA_VERSION,
-            applied: applied(&[1, 2, 3, 4]),
+            applied: applied(&[1, 2, 3, 4, 5]),
             changes: vec![
                 SchemaChange::CreatedDatabase,
                 SchemaChange::CreatedTable("schema_migrations".into())
@@ -253,7 +258,8 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
         "1\tflows table\n\
          2\tflows.remote_network and data-skipping indexes\n\
          3\tper-minute and per-hour rollups\n\
-         4\tflows.local_initiated and flows.local_instance_type\n"
+         4\tflows.local_initiated and flows.local_instance_type\n\
+         5\tflows.path, remote_country, remote_asn, remote_as_name, processing_cost_usd\n"
     );
     assert_eq!(
         text(
@@ -278,14 +284,14 @@ async fn migrating_twice_is_a_noop() {
     let again = schema::migrate(&client, &settings).await.unwrap();
 
     assert!(again.is_noop(), "{again}");
-    assert_eq!((again.previous_version, again.version), (4, 4));
+    assert_eq!((again.previous_version, again.version), (5, 5));
     assert_eq!(
         again.to_string(),
-        "database netmeter at schema version 4: already up to date"
+        "database netmeter at schema version 5: already up to date"
     );
     assert_eq!(
         text(&client, "SELECT count() FROM netmeter.schema_migrations").await,
-        "4\n",
+        "5\n",
         "no migration recorded twice"
     );
     stack.stop();
@@ -317,8 +323,8 @@ async fn upgrading_from_version_1_keeps_the_rows_and_adds_the_column_indexes_and
     let report = schema::migrate(&client, &settings).await.unwrap();
 
     assert_eq!(report.previous_version, 1);
-    assert_eq!(report.version, 4);
-    assert_eq!(report.applied, applied(&[2, 3, 4]));
+    assert_eq!(report.version, 5);
+    assert_eq!(report.applied, applied(&[2, 3, 4, 5]));
     assert_eq!(report.changes, vec![], "the migrations did everything");
     assert_eq!(
         text(
@@ -406,8 +412,8 @@ async fn upgrading_from_version_3_keeps_the_rows_and_reads_the_new_columns_as_fa
 
     let report = schema::migrate(&client, &settings).await.unwrap();
 
-    assert_eq!((report.previous_version, report.version), (3, 4));
-    assert_eq!(report.applied, applied(&[4]));
+    assert_eq!((report.previous_version, report.version), (3, 5));
+    assert_eq!(report.applied, applied(&[4, 5]));
     assert_eq!(report.changes, vec![], "the migration did everything");
     assert_eq!(
         text(
@@ -427,11 +433,12 @@ async fn upgrading_from_version_3_keeps_the_rows_and_reads_the_new_columns_as_fa
         text(
             &client,
             "SELECT toString(record_id), local_namespace, local_initiated, local_instance_type, \
-             bytes, cost_usd FROM netmeter.flows FINAL ORDER BY record_id"
+             bytes, cost_usd, path, remote_country, remote_asn, processing_cost_usd \
+             FROM netmeter.flows FINAL ORDER BY record_id"
         )
         .await,
-        "00000000-0000-0000-0000-000000000001\tshop\tfalse\t\t1000\t0.5\n\
-         00000000-0000-0000-0000-000000000002\tshop\tfalse\t\t24\t0.25\n",
+        "00000000-0000-0000-0000-000000000001\tshop\tfalse\t\t1000\t0.5\t\t\t0\t0\n\
+         00000000-0000-0000-0000-000000000002\tshop\tfalse\t\t24\t0.25\t\t\t0\t0\n",
         "the rows are kept and read the new columns as false and empty"
     );
     // The sink's insert fills them from now on.
@@ -1018,6 +1025,6 @@ async fn migrating_an_empty_server_matches_the_ddl() {
         "a database created from the DDL is current for the sink"
     );
     let printed = schema::ddl(&SchemaSettings::default(), None);
-    assert!(printed.starts_with("-- netmeter schema version 4, database netmeter\n\nCREATE DATABASE IF NOT EXISTS netmeter;\n"), "{printed}");
+    assert!(printed.starts_with("-- netmeter schema version 5, database netmeter\n\nCREATE DATABASE IF NOT EXISTS netmeter;\n"), "{printed}");
     stack.stop();
 }

@@ -260,7 +260,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     );
     let cluster = MiniCluster::create()?;
     progress.detail(&format!(
-        "namespaces {}-*: router, internet host 203.0.113.10, S3 host 52.216.10.20, nodes {}, {} pods",
+        "namespaces {}-*: router, internet host 5.9.1.10, S3 host 52.216.10.20, nodes {}, {} pods",
         cluster.prefix(),
         NODES.map(|n| format!("{} ({})", n.name, n.zone)).join(", "),
         cluster.running_pods().len() + NODES.len()

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!                               router (no conntrack, forwards)
-//!        ┌──────────────── zone-a 10.0.1.1 ───────────┐   zone-b 10.0.2.1   inet0 203.0.113.1
+//!        ┌──────────────── zone-a 10.0.1.1 ───────────┐   zone-b 10.0.2.1   inet0 5.9.1.1
 //!        │                                             │         │            s3-0  52.216.10.1
 //!  node-a1 10.0.1.11 (us-east-1a)   node-a2 10.0.1.12 (us-east-1a)   node-b1 10.0.2.13 (us-east-1b)
 //!  br0 10.244.1.1                   br0 10.244.2.1                    br0 10.244.3.1
@@ -12,7 +12,7 @@
 //!   ├ cart-…-a     10.244.1.11                                          ├ cart-…-b      10.244.3.11
 //!   └ logs-0       10.244.1.12                                          └ report-…      10.244.3.12
 //!  log-agent (DaemonSet, hostNetwork) on every node, in the node namespace itself
-//!  "internet" host 203.0.113.10 and an "S3" host 52.216.10.20 (AWS S3, us-east-1), behind the router
+//!  "internet" host 5.9.1.10 (Hetzner, DE) and an "S3" host 52.216.10.20 (AWS S3, us-east-1), behind the router
 //! ```
 //!
 //! - Every node is a namespace with its own conntrack table (accounting on, `ct` rules on
@@ -86,10 +86,29 @@ pub const NODES: [NodeSpec; 3] = [
 /// The zones' subnets on the router: zone `i` (in [`ZONES`] order) is `10.0.<i+1>.0/24`.
 pub const ZONES: [&str; 2] = ["us-east-1a", "us-east-1b"];
 
-/// The "internet" host outside the cluster (TEST-NET-3, never routed on the real internet).
-pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The "internet" host outside the cluster: an address the country and network data place
+/// (Hetzner, Germany), held by a namespace of ours with no link to the root namespace, so no
+/// packet to it can leave the machine.
+pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(5, 9, 1, 10);
+/// Where the built-in country and network data place [`INTERNET_HOST`] (checked by hand
+/// against the `@ip-location-db` files, not by netmeter's code).
+pub const INTERNET_HOST_PLACE: (&str, u32, &str) = ("DE", 24940, "Hetzner Online GmbH");
 /// The "S3" host: an address of AWS S3 in us-east-1 (52.216.0.0/15 in the AWS range file).
 pub const S3_HOST: Ipv4Addr = Ipv4Addr::new(52, 216, 10, 20);
+
+/// The attributors' rules file: the cluster's nodes in us-east-1a reach public addresses
+/// through a NAT gateway, except S3, which their route table sends through a gateway endpoint
+/// (free). Zone us-east-1b has no NAT gateway declared.
+pub const RULES: &str = "\
+paths:
+  - name: nat-us-east-1a
+    kind: nat_gateway
+    zones: [us-east-1a]
+    except_services: [S3]
+";
+/// The path [`RULES`] declares and its processing charge, $/GiB each way (AWS list price).
+pub const NAT_PATH: &str = "nat-us-east-1a";
+pub const NAT_PROCESSING: f64 = 0.045;
 
 /// The Service `shop/cart`: its ClusterIP and port, and the port of its pods.
 pub const CART_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);

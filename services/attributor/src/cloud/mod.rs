@@ -22,7 +22,7 @@ mod files;
 mod load;
 mod refresh;
 pub mod snapshot;
-mod table;
+pub(crate) mod table;
 #[cfg(test)]
 mod tests;
 

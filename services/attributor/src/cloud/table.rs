@@ -13,7 +13,7 @@
 const NO_LABEL: u32 = u32::MAX;
 
 /// An address as an integer: `u32` for IPv4, `u128` for IPv6.
-pub(super) trait Address: Copy + Ord {
+pub(crate) trait Address: Copy + Ord {
     const ZERO: Self;
     /// The next address, `None` after the last one.
     fn next(self) -> Option<Self>;
@@ -51,13 +51,13 @@ impl Address for u128 {
 
 /// Addresses are bucketed by their top 16 bits (a /16 for IPv4, a /16 for IPv6), so a lookup
 /// binary-searches only the few intervals in its bucket.
-const BUCKET_BITS: u32 = 16;
+pub(crate) const BUCKET_BITS: u32 = 16;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 
 /// The whole address space of one family cut into intervals; interval `i` runs from its
 /// start up to the next interval's start (the last one to the end of the space).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct IntervalTable<A> {
+pub(crate) struct IntervalTable<A> {
     /// `(start, label index)` per interval, by start; the first starts at 0; no two neighbours
     /// carry the same label; [`NO_LABEL`] for gaps. The label sits beside its start so that the
     /// cache line the search ends in also holds the answer.
@@ -77,7 +77,7 @@ impl<A: Address> Default for IntervalTable<A> {
 impl<A: Address> IntervalTable<A> {
     /// `prefixes` are `(first address, last address, label index)`, one per distinct prefix;
     /// any two are nested or disjoint, as CIDR prefixes are.
-    pub(super) fn build(mut prefixes: Vec<(A, A, u32)>) -> Self {
+    pub(crate) fn build(mut prefixes: Vec<(A, A, u32)>) -> Self {
         // Outer before inner: by first address, then the wider (later last address) first.
         prefixes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         let mut intervals = vec![(A::ZERO, NO_LABEL)];
@@ -104,7 +104,7 @@ impl<A: Address> IntervalTable<A> {
 
     /// The label index of the longest prefix containing `address`.
     #[inline]
-    pub(super) fn get(&self, address: A) -> Option<u32> {
+    pub(crate) fn get(&self, address: A) -> Option<u32> {
         let bucket = address.bucket();
         let (first, last) = (self.buckets[bucket], self.buckets[bucket + 1]);
         let candidates = &self.intervals[first as usize..=last as usize];
@@ -115,7 +115,7 @@ impl<A: Address> IntervalTable<A> {
     }
 
     /// Number of intervals, gaps included.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.intervals.len()
     }
 }

@@ -27,14 +27,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use netmeter_proto::{EncodedEndpoints, EndpointView, FlowView, protocol_name};
+use netmeter_proto::{EncodedEndpoints, EndpointView, FlowView, GeoView, protocol_name};
 
-use crate::classify::{self, Class, Direction, DirectionalPrice, Place, PriceTable};
+use crate::classify::{self, Class, Direction, DirectionalPrice, Place};
 use crate::cloud::{CloudLabel, CloudRanges};
 use crate::delta::DeltaBatch;
+use crate::geo::{GeoLabel, GeoTable};
 use crate::inventory::{IpOwnerHistory, Owner};
 use crate::prefix::{PrefixMap, private_ranges};
-use crate::rules::{NetworkRule, Rules};
+use crate::rules::{NetworkRule, PathRule, Rules};
 
 /// Where the cluster runs, for endpoints whose node does not say (`--cloud`, `--region`).
 #[derive(Clone, Debug, Default)]
@@ -49,7 +50,19 @@ pub struct Enricher {
     place: ClusterPlace,
     rules: Rules,
     private: PrefixMap<()>,
-    prices: PriceTable,
+    geo: Arc<GeoTable>,
+}
+
+/// What traffic between a local place and a labelled remote costs per GiB, and the priced path
+/// it takes, if any.
+#[derive(Clone, Copy, Debug)]
+pub struct Pricing<'a> {
+    pub class: Class,
+    /// The transfer price of `class` (a network rule's own price replaces it).
+    pub transfer: DirectionalPrice,
+    pub path: Option<&'a PathRule>,
+    /// The path's processing charge, on top of `transfer`; zero without a path.
+    pub processing: DirectionalPrice,
 }
 
 /// The inventory and cloud ranges as of one batch (snapshots; they change while we run).
@@ -82,13 +95,17 @@ pub enum Remote<'a> {
 }
 
 impl Enricher {
+    /// With the built-in country and network tables.
     pub fn new(place: ClusterPlace, rules: Rules) -> Enricher {
-        let prices = PriceTable::with_overrides(&rules.prices);
+        Enricher::with_geo(place, rules, GeoTable::builtin())
+    }
+
+    pub fn with_geo(place: ClusterPlace, rules: Rules, geo: Arc<GeoTable>) -> Enricher {
         Enricher {
             place,
             rules,
             private: private_ranges(),
-            prices,
+            geo,
         }
     }
 
@@ -180,15 +197,100 @@ impl Enricher {
         }
     }
 
-    /// Classifies traffic between a local place and a labelled remote, and returns the
-    /// price that applies (a network rule's own price replaces the class price).
-    pub fn classify(
-        &self,
-        inputs: &Inputs,
+    /// Country and network of a remote public address (cloud ranges, the internet, a network
+    /// rule over public addresses); empty for everything else.
+    #[inline]
+    pub fn geo(&self, remote: &Remote, ip: IpAddr) -> GeoLabel<'_> {
+        match remote {
+            Remote::Cloud(_) | Remote::Internet => self.geo.lookup(ip),
+            Remote::Network(_) if self.is_public(ip) => self.geo.lookup(ip),
+            _ => GeoLabel::default(),
+        }
+    }
+
+    /// Classifies and prices traffic between a local endpoint (its place and address) and a
+    /// labelled remote (its address and, for a public one, its country).
+    pub fn price<'a>(
+        &'a self,
+        inputs: &Inputs<'a>,
         local: &Place,
+        local_ip: IpAddr,
+        remote: &Remote<'a>,
+        remote_ip: IpAddr,
+        country: &str,
+    ) -> Pricing<'a> {
+        let class = self.classify(inputs, local, remote);
+        let transfer = match remote {
+            Remote::Network(NetworkRule {
+                price: Some(price), ..
+            }) => *price,
+            // The remote's region only when a rule asks (an owner's takes a lookup).
+            _ => self.rules.prices.transfer(
+                local.cloud,
+                class,
+                local.region,
+                || match remote {
+                    Remote::Owner(owner) => self.place_of(inputs, owner).region,
+                    Remote::Network(rule) => &rule.region,
+                    Remote::Cloud(label) => &label.region,
+                    Remote::Multicast | Remote::Private | Remote::Internet => "",
+                },
+                country,
+            ),
+        };
+        let path = self.path(local, local_ip, remote, remote_ip);
+        let processing = path.map_or_else(DirectionalPrice::default, |path| {
+            path.price.unwrap_or_else(|| {
+                self.rules
+                    .prices
+                    .processing(local.cloud, path.kind, local.region)
+            })
+        });
+        Pricing {
+            class,
+            transfer,
+            path,
+            processing,
+        }
+    }
+
+    /// The first path of the rules file that traffic from `local` to `remote` takes.
+    #[inline]
+    fn path<'a>(
+        &'a self,
+        local: &Place,
+        local_ip: IpAddr,
         remote: &Remote,
-    ) -> (Class, DirectionalPrice) {
-        let class = match remote {
+        remote_ip: IpAddr,
+    ) -> Option<&'a PathRule> {
+        if self.rules.paths.is_empty() {
+            return None;
+        }
+        let (public, service) = match remote {
+            Remote::Multicast => return None,
+            Remote::Cloud(label) => (true, label.service.as_str()),
+            Remote::Internet => (true, ""),
+            Remote::Network(_) => (self.is_public(remote_ip), ""),
+            Remote::Owner(_) | Remote::Private => (false, ""),
+        };
+        let named = |list: &[String]| {
+            !service.is_empty() && list.iter().any(|s| s.eq_ignore_ascii_case(service))
+        };
+        // The destination first: most traffic stays in the cluster and takes no path.
+        self.rules.paths.iter().find(|path| {
+            ((public && path.carries_public())
+                || named(&path.services)
+                || path.cidrs.iter().any(|net| net.contains(&remote_ip)))
+                && !named(&path.except_services)
+                && (path.zones.is_empty() || path.zones.iter().any(|zone| zone == local.zone))
+                && (path.subnets.is_empty()
+                    || path.subnets.iter().any(|net| net.contains(&local_ip)))
+        })
+    }
+
+    /// Classifies traffic between a local place and a labelled remote.
+    pub fn classify(&self, inputs: &Inputs, local: &Place, remote: &Remote) -> Class {
+        match remote {
             Remote::Multicast => Class::Multicast,
             Remote::Owner(owner) => classify::between_places(local, &self.place_of(inputs, owner)),
             Remote::Network(rule) => match rule.class {
@@ -211,14 +313,7 @@ impl Enricher {
             }
             Remote::Private => Class::Vpc,
             Remote::Internet => Class::Internet,
-        };
-        let price = match remote {
-            Remote::Network(NetworkRule {
-                price: Some(price), ..
-            }) => *price,
-            _ => self.prices.price(local.cloud, class),
-        };
-        (class, price)
+        }
     }
 
     /// Enriches every delta of `batch` (converted and checked at the edge:
@@ -300,7 +395,16 @@ impl Enricher {
                     .map_or("", |n| n.instance_type.as_str())
             };
             let remote = self.label(inputs, remote_ip, remote_owner);
-            let (class, price) = self.classify(inputs, &local_place, &remote);
+            let geo = self.geo(&remote, remote_ip);
+            let pricing = self.price(
+                inputs,
+                &local_place,
+                local_ip,
+                &remote,
+                remote_ip,
+                geo.country,
+            );
+            let class = pricing.class;
             let mut local =
                 endpoint_view(local_owner.map(|o| &**o), local_place, local_ip, local_port);
             // Unknown to the inventory but an address of the node itself, says the collector.
@@ -325,6 +429,7 @@ impl Enricher {
                     continue;
                 }
                 let mut id = RecordId::default();
+                let processing_cost_usd = pricing.processing.cost(direction, bytes);
                 let view = FlowView {
                     record_id: id.format(&id_prefix, index as u32, direction),
                     generation,
@@ -334,15 +439,22 @@ impl Enricher {
                     direction: direction.name(),
                     protocol: protocol_name(delta.protocol),
                     class: class.name(),
+                    path: pricing.path.map_or("", |path| &path.name),
                     local,
                     local_initiated: local_is_src,
                     local_instance_type,
                     remote: remote_view,
                     remote_service: service,
                     remote_network: network,
+                    remote_geo: GeoView {
+                        country: geo.country,
+                        asn: geo.asn,
+                        as_name: geo.as_name,
+                    },
                     bytes,
                     packets,
-                    cost_usd: price.cost(direction, bytes),
+                    cost_usd: pricing.transfer.cost(direction, bytes) + processing_cost_usd,
+                    processing_cost_usd,
                 };
                 emit(&view, &encoded);
                 totals.records += 1;

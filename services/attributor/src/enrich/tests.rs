@@ -359,7 +359,7 @@ fn a_service_vip_is_replaced_by_the_real_backend() {
 #[test]
 fn incoming_connections_are_seen_from_the_local_pod() {
     // An internet client connects to web-1: web-1 sends the reply bytes (out), receives the
-    // original bytes (in). Only egress to the internet is billed.
+    // original bytes (in). Only egress to the internet is billed, at Seoul's $0.126/GiB.
     let r = run(big("203.0.113.7", "10.0.0.5"));
     assert_eq!(r[0].local_pod, "web-1");
     assert_eq!(
@@ -374,7 +374,7 @@ fn incoming_connections_are_seen_from_the_local_pod() {
     assert_eq!(
         class_and_costs(&r),
         [
-            ("out", "INTERNET", 2.0 / 1024.0 * 0.09),
+            ("out", "INTERNET", 2.0 / 1024.0 * 0.126),
             ("in", "INTERNET", 0.0)
         ]
     );
@@ -398,7 +398,7 @@ fn cloud_ranges_give_cloud_region_service_and_class() {
             "eu-south-1",
             "S3",
             "INTER_REGION",
-            0.02,
+            0.08, // what Seoul (the cluster's region) charges to any other region
         ),
         (
             "34.35.1.2",
@@ -406,7 +406,7 @@ fn cloud_ranges_give_cloud_region_service_and_class() {
             "africa-south1",
             "Google Cloud",
             "INTER_CLOUD",
-            0.09,
+            0.126, // Seoul's internet price: another cloud is reached over the internet
         ),
         (
             "20.33.154.10",
@@ -414,7 +414,7 @@ fn cloud_ranges_give_cloud_region_service_and_class() {
             "koreacentral",
             "AzureStorage",
             "INTER_CLOUD",
-            0.09,
+            0.126,
         ),
     ];
     for (ip, cloud, region, service, class, price) in cases {
@@ -459,7 +459,7 @@ fn rules_static_hosts_private_and_internet() {
             peered[0].class.as_str(),
             peered[0].cost_usd
         ),
-        ("peered-vpc-us", "us-east-1", "INTER_REGION", 0.02)
+        ("peered-vpc-us", "us-east-1", "INTER_REGION", 0.08)
     );
     let db = run(big("10.0.0.5", "10.50.0.4"));
     assert_eq!(
@@ -490,7 +490,7 @@ fn rules_static_hosts_private_and_internet() {
     let internet = run(big("10.0.0.5", "203.0.113.9"));
     assert_eq!(
         (internet[0].class.as_str(), internet[0].cost_usd),
-        ("INTERNET", 0.09)
+        ("INTERNET", 0.126)
     );
 }
 
@@ -883,3 +883,273 @@ prices:
         1 << 30
     );
 }
+
+/// A cluster in us-east-1: zone a reaches public addresses through a NAT gateway whose route
+/// table also has the S3 gateway endpoint (S3 bypasses it), zone b through one without; an
+/// interface endpoint; a transit gateway to a VPC in eu-west-1 (whose price the rules file
+/// sets); and a peered VPC in us-east-2.
+fn path_enricher(cloud: &str, region: &str) -> Enricher {
+    let file: RulesFile = serde_yaml_ng::from_str(
+        r#"
+networks:
+  - name: vpc-eu
+    cidrs: [10.80.0.0/16]
+    region: eu-west-1
+  - name: vpc-ohio
+    cidrs: [10.81.0.0/16]
+    region: us-east-2
+paths:
+  - name: nat-a
+    kind: nat_gateway
+    zones: [us-east-1a]
+    except_services: [S3]
+  - name: nat-b
+    kind: nat_gateway
+    zones: [us-east-1b]
+  - name: sqs-endpoint
+    kind: interface_endpoint
+    cidrs: [10.0.9.0/28]
+  - name: tgw
+    kind: transit_gateway
+    cidrs: [10.80.0.0/16]
+    price: {out: 0.025}
+"#,
+    )
+    .unwrap();
+    let place = ClusterPlace {
+        cluster: "prod".into(),
+        cloud: cloud.into(),
+        region: region.into(),
+    };
+    Enricher::new(place, Rules::build(file, "test").unwrap())
+}
+
+/// `web-a` (10.1.0.5) in us-east-1a and `web-b` (10.2.0.5) in us-east-1b, on node-a / node-b.
+fn path_history() -> IpOwnerHistory {
+    let mut h = IpOwnerHistory::new(0);
+    for (ip, name, node, zone) in [
+        ("10.1.0.5", "web-a", "node-a", "us-east-1a"),
+        ("10.2.0.5", "web-b", "node-b", "us-east-1b"),
+    ] {
+        h.record(Tenure {
+            ip: ip.parse().unwrap(),
+            uid: format!("uid-{name}"),
+            start_ms: 0,
+            end_ms: None,
+            owner: Arc::new(Owner {
+                namespace: "shop".into(),
+                node: node.into(),
+                zone: zone.into(),
+                region: "us-east-1".into(),
+                cloud: "aws".into(),
+                workload_kind: "Deployment".into(),
+                workload_name: name.into(),
+                ..Owner::new(OwnerKind::Pod, name)
+            }),
+        });
+    }
+    h
+}
+
+type Priced = (String, String, String, f64, f64);
+
+/// (direction, class, path, cost, processing) of each record of `d` seen on `node`, dollars
+/// rounded to 1e-12 (so that sums of prices compare exactly).
+fn priced(enricher: &Enricher, node: &str, d: ConnectionDelta) -> Vec<Priced> {
+    let history = path_history();
+    let inputs = Inputs {
+        history: &history,
+        cloud: ranges(),
+    };
+    let mut out = Vec::new();
+    let b = batch(node, "c1", 1, T, T + 10_000, vec![d]);
+    enricher.enrich(&DeltaBatch::from_wire(&b).unwrap(), &inputs, 0, |f, _| {
+        out.push(row(
+            f.direction,
+            f.class,
+            f.path,
+            f.cost_usd,
+            f.processing_cost_usd,
+        ))
+    });
+    out
+}
+
+fn row(d: &str, c: &str, p: &str, cost: f64, processing: f64) -> Priced {
+    let r = |x: f64| (x * 1e12).round() / 1e12;
+    (d.into(), c.into(), p.into(), r(cost), r(processing))
+}
+
+#[test]
+fn a_nat_gateway_adds_its_processing_charge_and_the_s3_gateway_endpoint_bypasses_it() {
+    let e = path_enricher("aws", "us-east-1");
+    let mib2 = 2.0 / 1024.0; // the 2 MiB reply, in GiB
+    // Zone a to the internet: $0.09 transfer + $0.045 NAT processing out, $0.045 in.
+    assert_eq!(
+        priced(&e, "node-a", big("10.1.0.5", "5.9.1.10")),
+        [
+            row("out", "INTERNET", "nat-a", 0.09 + 0.045, 0.045),
+            row("in", "INTERNET", "nat-a", mib2 * 0.045, mib2 * 0.045)
+        ]
+    );
+    // Zone a to S3 in the region: the gateway endpoint, free.
+    assert_eq!(
+        priced(&e, "node-a", big("10.1.0.5", "52.216.10.20")),
+        [
+            row("out", "INTRA_REGION", "", 0.0, 0.0),
+            row("in", "INTRA_REGION", "", 0.0, 0.0)
+        ]
+    );
+    // Zone b has no gateway endpoint: S3 traffic is NAT-processed both ways, the bill surprise.
+    assert_eq!(
+        priced(&e, "node-b", big("10.2.0.5", "52.216.10.20")),
+        [
+            row("out", "INTRA_REGION", "nat-b", 0.045, 0.045),
+            row("in", "INTRA_REGION", "nat-b", mib2 * 0.045, mib2 * 0.045)
+        ]
+    );
+    // Traffic inside the cluster never takes a NAT gateway.
+    assert_eq!(
+        priced(&e, "node-b", big("10.2.0.5", "10.1.0.5")),
+        [
+            row("out", "INTER_ZONE", "", 0.01, 0.0),
+            row("in", "INTER_ZONE", "", mib2 * 0.01, 0.0)
+        ]
+    );
+}
+
+#[test]
+fn endpoints_and_transit_gateways_charge_on_top_of_the_region_pair() {
+    let e = path_enricher("aws", "us-east-1");
+    let mib2 = 2.0 / 1024.0;
+    // An interface endpoint in the VPC: private (VPC, free transfer), $0.01 processing each way.
+    assert_eq!(
+        priced(&e, "node-a", big("10.1.0.5", "10.0.9.5")),
+        [
+            row("out", "VPC", "sqs-endpoint", 0.01, 0.01),
+            row("in", "VPC", "sqs-endpoint", mib2 * 0.01, mib2 * 0.01)
+        ]
+    );
+    // us-east-1 -> eu-west-1 through the transit gateway: $0.02 inter-region + $0.025 (its
+    // price in the rules file) sent; receiving is free on both counts.
+    assert_eq!(
+        priced(&e, "node-a", big("10.1.0.5", "10.80.0.7")),
+        [
+            row("out", "INTER_REGION", "tgw", 0.02 + 0.025, 0.025),
+            row("in", "INTER_REGION", "tgw", 0.0, 0.0)
+        ]
+    );
+    // us-east-1 -> us-east-2: the cheap pair, $0.01.
+    assert_eq!(
+        priced(&e, "node-a", big("10.1.0.5", "10.81.0.7")),
+        [
+            row("out", "INTER_REGION", "", 0.01, 0.0),
+            row("in", "INTER_REGION", "", 0.0, 0.0)
+        ]
+    );
+    // The same pair's other region costs what its source region charges: a cluster in
+    // sa-east-1 pays $0.138 to send to us-east-2 (and $0.15 to the internet).
+    let sao_paulo = path_enricher("aws", "sa-east-1");
+    let mut h = path_history();
+    h.record(Tenure {
+        ip: "10.3.0.5".parse().unwrap(),
+        uid: "uid-web-sp".into(),
+        start_ms: 0,
+        end_ms: None,
+        owner: Arc::new(Owner {
+            node: "node-sp".into(),
+            workload_name: "web-sp".into(),
+            ..Owner::new(OwnerKind::Pod, "web-sp")
+        }),
+    });
+    let inputs = Inputs {
+        history: &h,
+        cloud: ranges(),
+    };
+    let mut costs = Vec::new();
+    for dst in ["10.81.0.7", "5.9.1.10"] {
+        let b = batch(
+            "node-sp",
+            "c1",
+            1,
+            T,
+            T + 10_000,
+            vec![big("10.3.0.5", dst)],
+        );
+        sao_paulo.enrich(&DeltaBatch::from_wire(&b).unwrap(), &inputs, 0, |f, _| {
+            if f.direction == "out" {
+                costs.push((f.class.to_string(), f.cost_usd))
+            }
+        });
+    }
+    assert_eq!(
+        costs,
+        [
+            ("INTER_REGION".to_string(), 0.138),
+            ("INTERNET".into(), 0.15)
+        ]
+    );
+}
+
+#[test]
+fn public_remotes_get_their_country_and_network_and_gcp_prices_by_destination() {
+    let records = |cloud: &str, region: &str, dst: &str| {
+        let e = path_enricher(cloud, region);
+        let history = path_history();
+        let inputs = Inputs {
+            history: &history,
+            cloud: ranges(),
+        };
+        let mut out = Vec::new();
+        let b = batch("node-x", "c1", 1, T, T + 10_000, vec![big("10.9.0.5", dst)]);
+        e.enrich(&DeltaBatch::from_wire(&b).unwrap(), &inputs, 0, |f, _| {
+            out.push(f.to_flow())
+        });
+        out
+    };
+    let place = |f: &Flow| {
+        (
+            f.class.clone(),
+            f.remote_country.clone(),
+            f.remote_asn,
+            f.remote_as_name.clone(),
+        )
+    };
+    let de = records("aws", "us-east-1", "5.9.1.10");
+    assert_eq!(
+        place(&de[0]),
+        (
+            "INTERNET".into(),
+            "DE".into(),
+            24940,
+            "Hetzner Online GmbH".into()
+        )
+    );
+    assert_eq!(
+        place(&de[1]),
+        place(&de[0]),
+        "both directions carry the place"
+    );
+    let s3 = records("aws", "us-east-1", "52.216.10.20");
+    assert_eq!(
+        place(&s3[0]),
+        (
+            "INTRA_REGION".into(),
+            "US".into(),
+            16509,
+            "Amazon.com, Inc.".into()
+        )
+    );
+    let private = records("aws", "us-east-1", "10.0.0.1");
+    assert_eq!(
+        place(&private[0]),
+        ("VPC".into(), String::new(), 0, String::new())
+    );
+    // GCP prices internet egress by destination: China $0.23, Germany $0.12.
+    let out_cost = |dst: &str| records("gcp", "us-east1", dst)[0].cost_usd;
+    assert_eq!(out_cost("5.9.1.10"), 0.12);
+    assert_eq!(out_cost(CHINA), 0.23);
+}
+
+/// An address the built-in country data places in China (China Telecom).
+const CHINA: &str = "114.114.114.114";

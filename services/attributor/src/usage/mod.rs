@@ -13,6 +13,10 @@
 //!   remote zone as recorded; a side without a zone (the internet, cloud services, whose zones
 //!   are not published, a node without a zone label) is `"none"`. Zones come from node labels,
 //!   EndpointSlices and the rules file: few, so not capped.
+//! - `netmeter_internet_egress_bytes_total{country}`: bytes sent to the internet and to other
+//!   clouds (classes `INTERNET`, `INTER_CLOUD`) by the destination's country, `unknown` where
+//!   the country data has none; at most ~250 series, never capped. For alerts on egress to
+//!   countries outside an allow-list.
 //! - **Cap**: at most `--metrics-max-workloads` distinct (namespace, workload_kind, workload)
 //!   get their own series per replica, first come first served. The records of any other
 //!   workload are counted under `__other__` (all three labels), and in
@@ -54,6 +58,8 @@ pub const NO_WORKLOAD: &str = "__none__";
 pub const OTHER: &str = "__other__";
 /// `zone` or `remote_zone` of a side without a zone.
 pub const NO_ZONE: &str = "none";
+/// `country` of an address the country data does not place.
+pub const UNKNOWN_COUNTRY: &str = "unknown";
 
 /// Whose bytes a record's are: the labels `namespace`, `workload_kind`, `workload`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

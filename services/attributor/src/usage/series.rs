@@ -11,7 +11,9 @@ use rustc_hash::FxHashMap;
 use super::tally::ByClass;
 use super::{Tally, WorkloadLabels, ZonePair};
 use crate::classify::{Class, Direction};
-use crate::metric_list::{WORKLOAD_BYTES, WORKLOAD_DOLLARS, ZONE_PAIR_BYTES};
+use crate::metric_list::{
+    INTERNET_EGRESS_BYTES, WORKLOAD_BYTES, WORKLOAD_DOLLARS, ZONE_PAIR_BYTES,
+};
 
 const DIRECTIONS: [Direction; 2] = [Direction::Out, Direction::In];
 
@@ -45,6 +47,8 @@ pub struct Series {
     other: Option<usize>,
     /// Bytes by direction; `None`: no record yet.
     zone_pairs: BTreeMap<ZonePair, [Option<u64>; 2]>,
+    /// Internet and other-cloud egress bytes by country label.
+    countries: BTreeMap<String, u64>,
 }
 
 /// What one batch did.
@@ -66,6 +70,7 @@ impl Series {
             by_workload: FxHashMap::default(),
             other: None,
             zone_pairs: BTreeMap::new(),
+            countries: BTreeMap::new(),
         }
     }
 
@@ -130,6 +135,12 @@ impl Series {
                 }
             }
         }
+        for (country, bytes) in tally.countries() {
+            *self
+                .countries
+                .entry(country_label(country).to_string())
+                .or_default() += bytes;
+        }
         added
     }
 
@@ -163,6 +174,18 @@ impl Series {
             }
             out.push('\n');
         }
+        if !self.countries.is_empty() {
+            header(out, INTERNET_EGRESS_BYTES);
+            for (country, bytes) in &self.countries {
+                let _ = writeln!(
+                    out,
+                    "{}{{country=\"{}\"}} {bytes}",
+                    INTERNET_EGRESS_BYTES.name,
+                    escape(country)
+                );
+            }
+            out.push('\n');
+        }
     }
 
     fn render_workloads(
@@ -190,6 +213,15 @@ impl Series {
             }
         }
         out.push('\n');
+    }
+}
+
+/// The `country` label: the ISO code, or `unknown`.
+fn country_label(country: &str) -> &str {
+    if country.is_empty() {
+        super::UNKNOWN_COUNTRY
+    } else {
+        country
     }
 }
 

@@ -78,6 +78,9 @@ pub struct Tally {
     pairs: Vec<PairSums>,
     /// By `zone << 32 | remote_zone`.
     by_pair: FxHashMap<u64, u32>,
+    /// Bytes sent to the internet and other clouds by the destination's country code ("" when
+    /// unknown); few per batch, so a scan.
+    countries: Vec<(String, u64)>,
     last: Option<Last>,
 }
 
@@ -152,6 +155,13 @@ impl Tally {
         sums.dollars[c][d] += flow.cost_usd;
         sums.seen |= 1 << (c * 2 + d);
         *self.pairs[pair as usize].bytes[d].get_or_insert(0) += flow.bytes;
+        if direction == Direction::Out && matches!(class, Class::Internet | Class::InterCloud) {
+            let country = flow.remote_geo.country;
+            match self.countries.iter_mut().find(|(c, _)| c == country) {
+                Some((_, bytes)) => *bytes += flow.bytes,
+                None => self.countries.push((country.to_string(), flow.bytes)),
+            }
+        }
     }
 
     fn workload(&mut self, spot: Spot, flow: &FlowView) -> u32 {
@@ -211,6 +221,11 @@ impl Tally {
 
     pub(super) fn pairs(&self) -> &[PairSums] {
         &self.pairs
+    }
+
+    /// Bytes sent to the internet and other clouds, by country code ("": unknown).
+    pub(super) fn countries(&self) -> &[(String, u64)] {
+        &self.countries
     }
 
     /// The label of zone `index`.

@@ -81,6 +81,7 @@ fn flow<'a>(
         direction: direction.name(),
         protocol: "tcp",
         class: class.name(),
+        path: "",
         local,
         local_initiated: true,
         local_instance_type: "",
@@ -90,9 +91,11 @@ fn flow<'a>(
         },
         remote_service: "",
         remote_network: "",
+        remote_geo: Default::default(),
         bytes,
         packets: 1,
         cost_usd,
+        processing_cost_usd: 0.0,
     }
 }
 
@@ -175,6 +178,10 @@ netmeter_workload_cost_dollars_total{{{cart},class=\"INTERNET\",direction=\"out\
 netmeter_zone_pair_bytes_total{{zone=\"us-east-1a\",remote_zone=\"none\",direction=\"out\"}} 7
 netmeter_zone_pair_bytes_total{{zone=\"us-east-1a\",remote_zone=\"us-east-1b\",direction=\"out\"}} 3000
 netmeter_zone_pair_bytes_total{{zone=\"us-east-1a\",remote_zone=\"us-east-1b\",direction=\"in\"}} 500
+
+# HELP netmeter_internet_egress_bytes_total Bytes sent to public addresses outside the cluster's cloud (classes INTERNET and INTER_CLOUD) by the destination's country (ISO 3166-1 alpha-2; \"unknown\": not in the country data); no workload label: bounded by the number of countries.
+# TYPE netmeter_internet_egress_bytes_total counter
+netmeter_internet_egress_bytes_total{{country=\"unknown\"}} 7
 
 ",
         1e-6 + 2e-6
@@ -476,4 +483,45 @@ fn enriched_records_by_workload_node_and_zone_pair() {
         "{rendered} vs {dollars}"
     );
     assert!(!text.contains("pod") && !text.contains("node-a") && !text.contains("10.244"));
+}
+
+#[test]
+fn internet_egress_is_counted_by_country_out_only() {
+    let local = endpoint("shop", "Deployment", "cart");
+    let mut tally = Tally::default();
+    let place = |country| netmeter_proto::GeoView {
+        country,
+        asn: 1,
+        as_name: "x",
+    };
+    for (class, direction, bytes, country) in [
+        (Class::Internet, Direction::Out, 100, "DE"),
+        (Class::Internet, Direction::In, 5_000, "DE"),
+        (Class::Internet, Direction::Out, 20, "DE"),
+        (Class::InterCloud, Direction::Out, 7, "US"),
+        (Class::Internet, Direction::Out, 3, ""),
+        (Class::IntraRegion, Direction::Out, 900, "US"),
+    ] {
+        let f = FlowView {
+            remote_geo: place(country),
+            ..flow(local, "", class, direction, bytes, 0.0)
+        };
+        tally.add(&f);
+    }
+    let mut series = Series::new(10);
+    series.add(&tally);
+    let mut text = String::new();
+    series.render(&mut text);
+    let countries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("netmeter_internet_egress_bytes_total{"))
+        .collect();
+    assert_eq!(
+        countries,
+        [
+            "netmeter_internet_egress_bytes_total{country=\"DE\"} 120",
+            "netmeter_internet_egress_bytes_total{country=\"US\"} 7",
+            "netmeter_internet_egress_bytes_total{country=\"unknown\"} 3",
+        ]
+    );
 }

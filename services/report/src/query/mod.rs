@@ -54,8 +54,17 @@ impl Connection {
     }
 }
 
-/// The columns a report needs in `flows` beyond the first schema version.
-const REQUIRED_COLUMNS: [&str; 2] = ["local_initiated", "local_instance_type"];
+/// The columns a report needs in `flows` beyond the first schema version (4: the initiator and
+/// the instance type; 5: the egress path, the remote place and network, the processing charge).
+const REQUIRED_COLUMNS: [&str; 7] = [
+    "local_initiated",
+    "local_instance_type",
+    "path",
+    "remote_country",
+    "remote_asn",
+    "remote_as_name",
+    "processing_cost_usd",
+];
 
 /// Builds the report over `options.range`.
 pub async fn build(connection: &Connection, options: &Options) -> Result<Report, ReportError> {
@@ -127,9 +136,31 @@ pub async fn build(connection: &Connection, options: &Options) -> Result<Report,
             .into(),
         note: "A cloud service in the cluster's own region is usually free to reach \
                (INTRA_REGION); in another region it is billed per GiB, and the internet more. \
-               Through a NAT gateway, add its per-GiB charge."
+               Through a priced path such as a NAT gateway, cost includes its per-GiB \
+               processing charge."
             .into(),
         tables: vec![run(connection, tables::destinations(&inputs)).await?],
+    };
+    let egress_destinations = Section {
+        id: "egress_destinations",
+        title: "Where internet egress goes".into(),
+        question: "To which countries and networks do our workloads send traffic over the \
+                   internet and to other clouds, at what cost, and which destinations are new?"
+            .into(),
+        note: "Internet egress: bytes sent to the internet and to other clouds (INTERNET, \
+               INTER_CLOUD), by the remote address's country and network (AS) as the \
+               attributor located it; unknown: no location for the address; asn 0: no network. \
+               new: nothing was sent to that country (by any workload the filters select), or \
+               by that workload to that country and network, in the previous period of the \
+               same length; a new destination is never left out for --top while there are at \
+               most that many, so the largest known ones give way to them. cost_usd is all of \
+               the traffic's cost, both ways; processing_cost_usd the part a NAT gateway or \
+               other priced path charged for processing."
+            .into(),
+        tables: vec![
+            run(connection, tables::egress_countries(&inputs)).await?,
+            run(connection, tables::egress_destinations(&inputs)).await?,
+        ],
     };
     let initiators = Section {
         id: "initiators",
@@ -189,6 +220,7 @@ pub async fn build(connection: &Connection, options: &Options) -> Result<Report,
             overview,
             cross_zone,
             egress,
+            egress_destinations,
             initiators,
             balance,
             throughput,

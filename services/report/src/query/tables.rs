@@ -359,6 +359,146 @@ ORDER BY min(rank)",
     }
 }
 
+/// Internet egress: what our endpoints send to the internet and other clouds, with the
+/// records' place and network, over the range and the previous period (for `new`).
+fn internet_egress<'a>(inputs: &Inputs, columns: &'a [Col]) -> Traffic<'a> {
+    Traffic {
+        scope: Some("class IN ('INTERNET', 'INTER_CLOUD')".into()),
+        ..Traffic::flows(columns, inputs.with_previous())
+    }
+}
+
+/// Countries by the bytes sent to them; `new` when nothing was sent there in the previous
+/// period. `workloads` of `other` counts each workload once, however many of its countries it
+/// sent to.
+pub fn egress_countries(inputs: &Inputs) -> Spec {
+    let traffic = internet_egress(
+        inputs,
+        &[
+            Col::Time,
+            Col::Workload,
+            Col::Country,
+            Col::Direction,
+            Col::Bytes,
+            Col::Cost,
+        ],
+    );
+    let from = inputs.from();
+    let top = inputs.top;
+    Spec {
+        id: "countries",
+        title: "Internet egress by country",
+        sql: format!(
+            "WITH {traffic},
+grouped AS
+(
+    SELECT country,
+        sumIf(bytes, time >= '{from}' AND direction = 'out') AS country_sent,
+        sumIf(cost, time >= '{from}') AS country_cost,
+        groupUniqArrayIf(workload, time >= '{from}' AND direction = 'out' AND bytes > 0)
+            AS senders,
+        sumIf(bytes, time < '{from}' AND direction = 'out') = 0 AS is_new
+    FROM traffic
+    GROUP BY country
+    HAVING country_sent > 0
+),
+{ranked}
+SELECT
+    {country},
+    sum(country_sent) AS sent_bytes,
+    sum(country_cost) AS cost_usd,
+    length(groupUniqArrayArray(senders)) AS workloads,
+    toBool(max(is_new)) AS new
+FROM ranked
+GROUP BY country
+ORDER BY min(rank)",
+            traffic = inputs.cte(traffic),
+            ranked = ranked("country_sent DESC, country"),
+            country = key("country", top, true),
+        ),
+        columns: vec![
+            column("country", Kind::Text),
+            column("sent_bytes", Kind::Bytes),
+            column("cost_usd", Kind::Usd),
+            column("workloads", Kind::Count),
+            column("new", Kind::Bool),
+        ],
+    }
+}
+
+/// Per workload, country and network (AS) it sent to: the bytes both ways and the dollars,
+/// `new` when the workload sent nothing to that country and network in the previous period.
+/// The `--top` rows are the largest senders with every new destination first in line: up to
+/// N new destinations are always shown, however small; the rows are then shown by bytes sent.
+pub fn egress_destinations(inputs: &Inputs) -> Spec {
+    let traffic = internet_egress(
+        inputs,
+        &[
+            Col::Time,
+            Col::Workload,
+            Col::Country,
+            Col::Asn,
+            Col::AsName,
+            Col::Direction,
+            Col::Bytes,
+            Col::Cost,
+            Col::ProcessingCost,
+        ],
+    );
+    let from = inputs.from();
+    let top = inputs.top;
+    Spec {
+        id: "destinations",
+        title: "Internet egress per workload, country and network",
+        sql: format!(
+            "WITH {traffic},
+grouped AS
+(
+    SELECT workload, country, asn,
+        -- An AS keeps its name; an unknown one in some records is ''.
+        max(as_name) AS network_name,
+        sumIf(bytes, time >= '{from}' AND direction = 'out') AS destination_sent,
+        sumIf(bytes, time >= '{from}' AND direction = 'in') AS destination_received,
+        sumIf(cost, time >= '{from}') AS destination_cost,
+        sumIf(processing_cost, time >= '{from}') AS destination_processing_cost,
+        sumIf(bytes, time < '{from}' AND direction = 'out') = 0 AS is_new
+    FROM traffic
+    GROUP BY workload, country, asn
+    HAVING destination_sent > 0
+),
+{ranked}
+SELECT
+    {workload},
+    {country},
+    if(rank <= {top}, ranked.asn, NULL) AS asn,
+    if(rank <= {top}, network_name, '') AS as_name,
+    sum(destination_sent) AS sent_bytes,
+    sum(destination_received) AS received_bytes,
+    sum(destination_cost) AS cost_usd,
+    sum(destination_processing_cost) AS processing_cost_usd,
+    toBool(max(is_new)) AS new
+FROM ranked
+GROUP BY workload, country, asn, as_name
+ORDER BY workload = 'other', sent_bytes DESC, workload, country, asn",
+            traffic = inputs.cte(traffic),
+            ranked = ranked("is_new DESC, destination_sent DESC, workload, country, asn"),
+            workload = key("workload", top, true),
+            country = key("country", top, false),
+        ),
+        columns: vec![
+            column("workload", Kind::Text),
+            column("country", Kind::Text),
+            column("asn", Kind::Count),
+            column("as_name", Kind::Text),
+            column("sent_bytes", Kind::Bytes),
+            column("received_bytes", Kind::Bytes),
+            column("cost_usd", Kind::Usd),
+            column("processing_cost_usd", Kind::Usd),
+            column("new", Kind::Bool),
+        ],
+    }
+}
+
 pub fn initiators(inputs: &Inputs) -> Spec {
     let traffic = Traffic {
         mirror: true,

@@ -67,6 +67,15 @@ pub enum Col {
     Bytes,
     /// `cost`: the record's `cost_usd`.
     Cost,
+    /// The remote address's country (ISO 3166-1 alpha-2), `unknown` when the attributor did
+    /// not know it (private addresses, no geolocation data).
+    Country,
+    /// The remote address's autonomous system: its number (0: unknown) and name.
+    Asn,
+    AsName,
+    /// `processing_cost`: the record's `processing_cost_usd`, the part of `cost` that the
+    /// egress path (a NAT gateway) charges for processing.
+    ProcessingCost,
 }
 
 impl Col {
@@ -90,6 +99,10 @@ impl Col {
             Col::Connection => "connection",
             Col::Bytes => "bytes",
             Col::Cost => "cost",
+            Col::Country => "country",
+            Col::Asn => "asn",
+            Col::AsName => "as_name",
+            Col::ProcessingCost => "processing_cost",
         }
     }
 
@@ -145,6 +158,15 @@ impl Col {
             Col::Bytes => "bytes".into(),
             Col::Cost if mirrored => "toFloat64(0)".into(),
             Col::Cost => "cost_usd".into(),
+            // The other endpoint of a connection within a node is ours: no place, no network.
+            Col::Country if mirrored => "'unknown'".into(),
+            Col::Country => "if(remote_country != '', remote_country, 'unknown')".into(),
+            Col::Asn if mirrored => "toUInt32(0)".into(),
+            Col::Asn => "remote_asn".into(),
+            Col::AsName if mirrored => "''".into(),
+            Col::AsName => "remote_as_name".into(),
+            Col::ProcessingCost if mirrored => "toFloat64(0)".into(),
+            Col::ProcessingCost => "processing_cost_usd".into(),
         }
     }
 }

@@ -123,6 +123,21 @@ pub fn table(dom: &str, name: &str) -> Option<Vec<Vec<Cell>>> {
     Some(rows)
 }
 
+/// The `class` of each body row of the table `data-table="<section>.<table>"` ("" for none).
+pub fn row_classes(dom: &str, name: &str) -> Option<Vec<String>> {
+    let marker = format!("data-table=\"{name}\"");
+    let start = dom.find(&marker)?;
+    let end = start + dom[start..].find("</table>")?;
+    let body = &dom[start..end];
+    let body = &body[body.find("<tbody")?..];
+    Some(
+        elements(body, "tr")
+            .iter()
+            .map(|tr| tr.attr("class").unwrap_or_default().to_string())
+            .collect(),
+    )
+}
+
 /// The `data-*` attribute `name` of `<body>`.
 pub fn body_attr(dom: &str, name: &str) -> Option<String> {
     elements(dom, "body")

@@ -12,7 +12,7 @@ use super::rollups::{Rollup, recompute_window_days};
 use super::tables;
 
 /// The schema version this sink writes and expects.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// One step of the schema.
 pub struct Migration {
@@ -55,6 +55,11 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 4,
         description: "flows.local_initiated and flows.local_instance_type",
         statements: v4,
+    },
+    Migration {
+        version: 5,
+        description: "flows.path, remote_country, remote_asn, remote_as_name, processing_cost_usd",
+        statements: v5,
     },
 ];
 
@@ -190,6 +195,21 @@ fn v4(settings: &SchemaSettings) -> Vec<String> {
     V4.iter().map(|s| substitute(s, settings)).collect()
 }
 
+/// Rows written before read "", 0 and 0: no path, no place, no processing charge, which is
+/// what they were. `cost_usd` keeps its meaning (the whole cost; it was the transfer price
+/// alone while there were no paths).
+const V5: &[&str] = &[
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS path LowCardinality(String) AFTER class",
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS remote_country LowCardinality(String) AFTER remote_network",
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS remote_asn UInt32 CODEC(T64, ZSTD(1)) AFTER remote_country",
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS remote_as_name LowCardinality(String) AFTER remote_asn",
+    "ALTER TABLE {db}.flows ADD COLUMN IF NOT EXISTS processing_cost_usd Float64 CODEC(ZSTD(1)) AFTER cost_usd",
+];
+
+fn v5(settings: &SchemaSettings) -> Vec<String> {
+    V5.iter().map(|s| substitute(s, settings)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,15 +234,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn version_4_adds_the_current_columns_in_their_places() {
-        let settings = SchemaSettings::default();
-        let current = tables::flow_columns(4);
-        let before: Vec<String> = tables::flow_columns(3)
+    /// The `ADD COLUMN ... AFTER` statements that turn version `version - 1`'s columns into
+    /// version `version`'s, each after its predecessor in the table.
+    fn columns_added_in(version: u32) -> Vec<String> {
+        let current = tables::flow_columns(version);
+        let before: Vec<String> = tables::flow_columns(version - 1)
             .into_iter()
             .map(|c| c.name)
             .collect();
-        let added: Vec<String> = current
+        current
             .iter()
             .enumerate()
             .filter(|(_, c)| !before.contains(&c.name))
@@ -233,7 +253,12 @@ mod tests {
                     current[i - 1].name
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn version_4_adds_the_current_columns_in_their_places() {
+        let added = columns_added_in(4);
         assert_eq!(
             added,
             [
@@ -241,7 +266,14 @@ mod tests {
                 "ALTER TABLE netmeter.flows ADD COLUMN IF NOT EXISTS local_instance_type LowCardinality(String) AFTER local_initiated",
             ]
         );
-        assert_eq!(v4(&settings), added);
+        assert_eq!(v4(&SchemaSettings::default()), added);
+    }
+
+    #[test]
+    fn version_5_adds_the_path_the_place_and_the_processing_charge() {
+        let added = columns_added_in(5);
+        assert_eq!(added.len(), 5, "{added:#?}");
+        assert_eq!(v5(&SchemaSettings::default()), added);
     }
 
     /// The `flows` columns (name, definition) that migrations 1 to `version` leave, as

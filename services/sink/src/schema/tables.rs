@@ -150,7 +150,8 @@ fn endpoint_columns(side: &str) -> Vec<Column> {
 }
 
 /// The columns of `flows` at schema `version`: `remote_network` arrived in version 2,
-/// `local_initiated` and `local_instance_type` in version 4.
+/// `local_initiated` and `local_instance_type` in version 4, `path`, `remote_country`,
+/// `remote_asn`, `remote_as_name` and `processing_cost_usd` in version 5.
 pub(crate) fn flow_columns(version: u32) -> Vec<Column> {
     const LC: &str = "LowCardinality(String)";
     let mut columns = vec![
@@ -174,6 +175,9 @@ pub(crate) fn flow_columns(version: u32) -> Vec<Column> {
         Column::new("protocol", LC, ""),
         Column::new("class", LC, ""),
     ];
+    if version >= 5 {
+        columns.push(Column::new("path", LC, ""));
+    }
     columns.extend(endpoint_columns("local"));
     // Beside the local endpoint they describe, as in `flow.proto` (fields 22-23).
     if version >= 4 {
@@ -187,11 +191,25 @@ pub(crate) fn flow_columns(version: u32) -> Vec<Column> {
     if version >= 2 {
         columns.push(Column::new("remote_network", LC, ""));
     }
+    if version >= 5 {
+        columns.extend([
+            Column::new("remote_country", LC, ""),
+            Column::new("remote_asn", "UInt32", "CODEC(T64, ZSTD(1))"),
+            Column::new("remote_as_name", LC, ""),
+        ]);
+    }
     columns.extend([
         Column::new("bytes", "UInt64", "CODEC(T64, ZSTD(1))"),
         Column::new("packets", "UInt64", "CODEC(T64, ZSTD(1))"),
         Column::new("cost_usd", "Float64", "CODEC(ZSTD(1))"),
     ]);
+    if version >= 5 {
+        columns.push(Column::new(
+            "processing_cost_usd",
+            "Float64",
+            "CODEC(ZSTD(1))",
+        ));
+    }
     columns
 }
 
