@@ -19,7 +19,12 @@
 //!   from the source's side.
 //! - **Remote**: a multicast or broadcast address first (`MULTICAST`), then its owner (the
 //!   inventory, then static hosts), then network rules, then the cloud ranges, then private
-//!   ranges (`VPC`), else `INTERNET`.
+//!   ranges (`VPC`), else `INTERNET`. A public remote (cloud ranges, the internet, a network rule
+//!   over public addresses) also gets its country and network ([`crate::geo`]).
+//! - **Price** ([`Enricher::price`]): the transfer price of the class from the price book
+//!   ([`crate::prices`]: by the local region, the remote's region and country; a network rule's
+//!   own price replaces it), plus the processing charge of the first egress path of the rules
+//!   file the traffic takes (`path`), kept apart in `processing_cost_usd`.
 //! - **Record id**: a v8 UUID from xxh3-128 of (node, collector instance, batch sequence, delta
 //!   index, direction): the same raw delta always yields the same ids, on every replica and on
 //!   replay; `generation` tells a replay's records from the first pass.
