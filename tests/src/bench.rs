@@ -205,3 +205,17 @@ pub const WORKLOADS: [&str; 30] = [
     "profile",
     "feed",
 ];
+
+/// The runtime a bench that hosts ClickHouse runs on: 2 workers (as the services run on this
+/// 2-core machine), with `NETMETER_STACK_BIN` set to [`clickhouse_launcher`]`(beside)` for the
+/// stacks it starts. Call it before any other thread exists: it sets the environment.
+pub fn bench_runtime(beside: &Path) -> anyhow::Result<tokio::runtime::Runtime> {
+    let launcher = clickhouse_launcher(beside)?;
+    // SAFETY: the caller has no other thread yet (the runtime and any Kafka client come
+    // after), so nothing reads the environment concurrently.
+    unsafe { std::env::set_var("NETMETER_STACK_BIN", &launcher) };
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}

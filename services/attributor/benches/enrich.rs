@@ -64,8 +64,8 @@
 //! 1M-delta round (about 2 minutes per round on this broker).
 
 use netmeter_tests::bench::{
-    NAMESPACES, WORKLOADS, clickhouse_launcher, env_number, env_or, machine_busy, median,
-    process_cpu, rate, thread_cpu,
+    NAMESPACES, WORKLOADS, bench_runtime, env_number, env_or, machine_busy, median, process_cpu,
+    rate, thread_cpu,
 };
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -994,14 +994,7 @@ fn bench_kafka(
         flow_bytes as f64 / 1e6
     );
 
-    let launcher = clickhouse_launcher(Path::new(ATTRIBUTOR))?;
-    // SAFETY: no other thread exists yet (the runtime and Kafka clients come below), so
-    // nothing reads the environment concurrently.
-    unsafe { std::env::set_var("NETMETER_STACK_BIN", &launcher) };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = bench_runtime(Path::new(ATTRIBUTOR))?;
     // Children die with the thread that started them: everything starts on this thread.
     let started = Instant::now();
     let stack = runtime.block_on(Stack::start())?;

@@ -61,8 +61,8 @@
 //! 200,000 records and serves ~60k rows/s, so this part measures the broker as much as the sink.
 
 use netmeter_tests::bench::{
-    NAMESPACES, WORKLOADS, clickhouse_launcher, env_number, env_or, machine_busy, median,
-    process_cpu, process_cpu_self, rate,
+    NAMESPACES, WORKLOADS, bench_runtime, env_number, env_or, machine_busy, median, process_cpu,
+    process_cpu_self, rate,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -138,15 +138,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let launcher = clickhouse_launcher(Path::new(SINK))?;
-    // SAFETY: no other thread exists yet (the runtime and Kafka clients come below), so
-    // nothing reads the environment concurrently.
-    unsafe { std::env::set_var("NETMETER_STACK_BIN", &launcher) };
-    // As the sink's `#[tokio::main]` on this 2-core machine.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = bench_runtime(Path::new(SINK))?;
     // Children die with the thread that started them: everything starts on this thread.
     let stack_started = Instant::now();
     let mut stack = runtime.block_on(Stack::start())?;
