@@ -23,6 +23,8 @@
 //! (`flows_per_minute` 5.95 B, `flows_per_hour` 0.94 B per connection-minute) are lighter but
 //! keep no connection (no pod, address or port). Cross-zone bytes per workload: 31 ms on
 //! `flows`, 8 ms on the kubenetmon-shaped table; internet egress per pod and minute: 75 ms / 14 ms.
+//! At 10x (200,000 connections, 40,000,000 records, 11.5 min; inserts at 81k rows/s while the
+//! server merges): 604 B against 17.0 B per connection-minute, 35.6x; 359 / 58 ms and 786 / 53 ms.
 //!
 //! The traffic, built in code from a fixed seed: a cluster in AWS eu-west-1, 100 nodes in 3
 //! zones, 3,000 pods of 600 workloads in 20 namespaces; connections ~60% pod to pod, ~20% to
