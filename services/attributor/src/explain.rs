@@ -50,12 +50,12 @@ pub struct Explanation {
 
 /// The local side `explain` prices from.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct From<'a> {
+pub struct LocalSide<'a> {
     pub zone: &'a str,
     pub ip: Option<IpAddr>,
 }
 
-pub fn explain(enricher: &Enricher, inputs: &Inputs, from: From, ip: IpAddr) -> Explanation {
+pub fn explain(enricher: &Enricher, inputs: &Inputs, from: LocalSide, ip: IpAddr) -> Explanation {
     let cluster = enricher.cluster();
     let local = Place {
         cloud: &cluster.cloud,
@@ -136,7 +136,7 @@ pub fn main(args: ExplainArgs) -> ExitCode {
         cloud: &ranges,
     };
     for ip in args.addresses {
-        let from = From {
+        let from = LocalSide {
             zone: &args.from_zone,
             ip: args.from_ip,
         };

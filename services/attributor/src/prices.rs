@@ -157,8 +157,6 @@ impl RegionSet {
 /// upper-cased.
 #[derive(Clone, Debug, PartialEq)]
 struct Compiled {
-    /// Bit `class as usize` set for each class the rule prices; 0 for a path rule.
-    classes: u16,
     path: Option<PathKind>,
     from: Option<RegionSet>,
     to: Option<RegionSet>,
@@ -267,15 +265,13 @@ impl PriceBook {
             let groups = file.groups.get(&cloud);
             let mut prices = CloudPrices::default();
             for (index, rule) in list.into_iter().enumerate() {
-                let compiled = compile(&cloud, index, rule, groups, &mut prices.regions)?;
-                match compiled.path {
-                    Some(_) => prices.paths.push(compiled),
-                    None => {
-                        for class in Class::ALL {
-                            if compiled.classes & (1 << class as usize) != 0 {
-                                prices.by_class[class as usize].push(compiled.clone());
-                            }
-                        }
+                let (classes, compiled) =
+                    compile(&cloud, index, rule, groups, &mut prices.regions)?;
+                if compiled.path.is_some() {
+                    prices.paths.push(compiled);
+                } else {
+                    for class in classes {
+                        prices.by_class[class as usize].push(compiled.clone());
                     }
                 }
             }
@@ -352,7 +348,7 @@ fn compile(
     rule: PriceRule,
     groups: Option<&HashMap<String, Vec<String>>>,
     numbers: &mut rustc_hash::FxHashMap<String, u16>,
-) -> Result<Compiled, PriceError> {
+) -> Result<(Vec<Class>, Compiled), PriceError> {
     let problem = |problem| PriceError::Rule {
         cloud: cloud.into(),
         index,
@@ -404,8 +400,7 @@ fn compile(
             .map_err(|_| problem("has a country that is not a two-letter ISO code"))?;
         countries.push(bytes);
     }
-    Ok(Compiled {
-        classes: classes.iter().fold(0, |bits, c| bits | 1 << *c as usize),
+    let compiled = Compiled {
         path: rule.path,
         from: regions(rule.from.clone())?,
         to: regions(rule.to.clone())?,
@@ -414,7 +409,8 @@ fn compile(
             out: rule.out,
             inbound: rule.inbound,
         },
-    })
+    };
+    Ok((classes, compiled))
 }
 
 /// Adds `name` to `set`, or its members if it is a group (groups may name groups).

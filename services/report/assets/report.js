@@ -352,6 +352,27 @@
     };
   }
 
+  // The tooltip of a bar chart with a bar per row: `lines(i, items)` gives the lines of row i.
+  function rowTooltip(lines) {
+    return {
+      trigger: "axis",
+      confine: true,
+      axisPointer: { type: "shadow" },
+      formatter: function (items) { return lines(items[0].dataIndex, items).join("<br>"); },
+    };
+  }
+
+  // The category axis of a bar per row, names in the rows' order; long names are cut (the
+  // tooltip has them whole) so the bars keep most of the width.
+  function rowAxis(names, width) {
+    return {
+      type: "category",
+      inverse: true,
+      data: names,
+      axisLabel: { width: Math.min(300, Math.round(width * 0.4)), overflow: "truncate" },
+    };
+  }
+
   // Horizontal bars of sent and received bytes, one per row in the table's order, the cost as
   // the bar's label.
   function pairBars(rows, name, width) {
@@ -360,26 +381,13 @@
     return {
       legend: { top: 0 },
       grid: { left: 8, right: 72, top: 28, bottom: 8, containLabel: true },
-      tooltip: {
-        trigger: "axis",
-        confine: true,
-        axisPointer: { type: "shadow" },
-        formatter: function (items) {
-          var i = items[0].dataIndex;
-          return [names[i]]
-            .concat(items.map(function (it) { return it.marker + it.seriesName + ": " + bytes(it.value); }))
-            .concat(["cost: " + usd(costs[i])])
-            .join("<br>");
-        },
-      },
+      tooltip: rowTooltip(function (i, items) {
+        return [names[i]]
+          .concat(items.map(function (it) { return it.marker + it.seriesName + ": " + bytes(it.value); }))
+          .concat(["cost: " + usd(costs[i])]);
+      }),
       xAxis: bytesAxis(rows.reduce(function (m, r) { return Math.max(m, r.sent_bytes + r.received_bytes); }, 0)),
-      yAxis: {
-        type: "category",
-        inverse: true,
-        data: names,
-        // Long names are cut (the tooltip has them whole) so the bars keep most of the width.
-        axisLabel: { width: Math.min(300, Math.round(width * 0.4)), overflow: "truncate" },
-      },
+      yAxis: rowAxis(names, width),
       series: [
         {
           name: "sent", type: "bar", stack: "bytes", itemStyle: { color: "#2563eb" },
@@ -438,24 +446,13 @@
       height: barHeight(rows.length),
       option: options({
         grid: { left: 8, right: 72, top: 8, bottom: 8, containLabel: true },
-        tooltip: {
-          trigger: "axis",
-          confine: true,
-          axisPointer: { type: "shadow" },
-          formatter: function (items) {
-            var i = items[0].dataIndex;
-            var r = rows[i];
-            return [names[i], "sent: " + bytes(r.sent_bytes), "cost: " + usd(r.cost_usd),
-              "workloads: " + grouped.format(r.workloads)].join("<br>");
-          },
-        },
+        tooltip: rowTooltip(function (i) {
+          var r = rows[i];
+          return [names[i], "sent: " + bytes(r.sent_bytes), "cost: " + usd(r.cost_usd),
+            "workloads: " + grouped.format(r.workloads)];
+        }),
         xAxis: bytesAxis(rows.reduce(function (m, r) { return Math.max(m, r.sent_bytes); }, 0)),
-        yAxis: {
-          type: "category",
-          inverse: true,
-          data: names,
-          axisLabel: { width: Math.min(300, Math.round(width * 0.4)), overflow: "truncate" },
-        },
+        yAxis: rowAxis(names, width),
         series: [{
           name: "sent", type: "bar",
           data: rows.map(function (r) {

@@ -206,10 +206,22 @@ impl Enricher {
     /// rule over public addresses); empty for everything else.
     #[inline]
     pub fn geo(&self, remote: &Remote, ip: IpAddr) -> GeoLabel<'_> {
+        if self.is_public_remote(remote, ip) {
+            self.geo.lookup(ip)
+        } else {
+            GeoLabel::default()
+        }
+    }
+
+    /// Whether a labelled remote is a public address outside the cluster: a cloud range, the
+    /// internet, or a network rule over public addresses. What gets a country and what a NAT
+    /// gateway carries.
+    #[inline]
+    fn is_public_remote(&self, remote: &Remote, ip: IpAddr) -> bool {
         match remote {
-            Remote::Cloud(_) | Remote::Internet => self.geo.lookup(ip),
-            Remote::Network(_) if self.is_public(ip) => self.geo.lookup(ip),
-            _ => GeoLabel::default(),
+            Remote::Cloud(_) | Remote::Internet => true,
+            Remote::Network(_) => self.is_public(ip),
+            Remote::Multicast | Remote::Owner(_) | Remote::Private => false,
         }
     }
 
@@ -271,12 +283,13 @@ impl Enricher {
         if self.rules.paths.is_empty() {
             return None;
         }
-        let (public, service) = match remote {
-            Remote::Multicast => return None,
-            Remote::Cloud(label) => (true, label.service.as_str()),
-            Remote::Internet => (true, ""),
-            Remote::Network(_) => (self.is_public(remote_ip), ""),
-            Remote::Owner(_) | Remote::Private => (false, ""),
+        if matches!(remote, Remote::Multicast) {
+            return None;
+        }
+        let public = self.is_public_remote(remote, remote_ip);
+        let service = match remote {
+            Remote::Cloud(label) => label.service.as_str(),
+            _ => "",
         };
         let named = |list: &[String]| {
             !service.is_empty() && list.iter().any(|s| s.eq_ignore_ascii_case(service))
