@@ -188,7 +188,7 @@ pub fn expected(
     Ok(ledger)
 }
 
-/// The same ledger from `flows FINAL` of cluster `{cluster}` since `{since_ms}` (multicast left
+/// The same ledger from `{table} FINAL` of cluster `{cluster}` since `{since}` (multicast left
 /// out, like the kernel side).
 pub const STORED_SQL: &str = "
 SELECT local_node,
@@ -200,22 +200,41 @@ SELECT local_node,
                remote_service != '', concat(remote_cloud, '/', remote_region, '/', remote_service),
                concat('ip/', toString(remote_ip))) AS remote,
        direction, class, path, sum(bytes), sum(packets), sum(cost_usd), sum(processing_cost_usd)
-FROM {db}.flows FINAL
-WHERE cluster = '{cluster}' AND interval_start_unix_ms >= {since_ms} AND class != 'MULTICAST'
+FROM {db}.{table} FINAL
+WHERE cluster = '{cluster}' AND {since} AND class != 'MULTICAST'
 GROUP BY ALL
 ORDER BY ALL";
+
+/// Where [`stored`] reads the ledger from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredIn {
+    /// The records (`flows`), from `since_ms` on.
+    Records,
+    /// The per-connection detail (`connection_minutes`), from the minute of `since_ms` on.
+    Detail,
+}
 
 /// Reads the stored ledger of `cluster` from database `db`, records from `since_ms` on.
 pub async fn stored(
     client: &clickhouse::Client,
     db: &str,
-    cluster: &str,
-    since_ms: u64,
+    (cluster, since_ms): (&str, u64),
+    table: StoredIn,
 ) -> anyhow::Result<Ledger> {
+    let (table, since) = match table {
+        StoredIn::Records => ("flows", format!("interval_start_unix_ms >= {since_ms}")),
+        StoredIn::Detail => (
+            "connection_minutes",
+            format!(
+                "interval_start >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64({since_ms}), 'UTC'))"
+            ),
+        ),
+    };
     let sql = STORED_SQL
         .replace("{db}", db)
+        .replace("{table}", table)
         .replace("{cluster}", cluster)
-        .replace("{since_ms}", &since_ms.to_string());
+        .replace("{since}", &since);
     let text = crate::clickhouse::query_text_checked(client, &sql, "TabSeparated").await?;
     let mut ledger = Ledger::new();
     for line in text.lines() {
@@ -351,7 +370,7 @@ pub async fn verify(
         crate::interrupt::check()?;
         let counted = kernel.snapshot()?;
         let expected = expected(cluster, traffic, &counted)?;
-        let stored = stored(client, db, cluster_name, since_ms).await?;
+        let stored = stored(client, db, (cluster_name, since_ms), StoredIn::Records).await?;
         match difference(&expected, &stored) {
             None => break (counted, expected),
             Some(diff) if started.elapsed() > timeout => {

@@ -9,6 +9,7 @@
 //!   output.
 //! - [`stack`]: a broker plus ClickHouse on free ports for one test, with the netmeter topics
 //!   created.
+//! - [`clickhouse_cluster`]: ClickHouse servers on free ports forming the shards of a cluster.
 //! - [`bench`]: CPU clocks, medians and settings for the on-demand benchmarks.
 //! - [`cluster`]: Kubernetes objects (nodes, pods with owner chains, Services) for [`kube_api`].
 //! - [`records`]: raw batches to feed a pipeline, and its output read back.
@@ -28,6 +29,7 @@
 pub mod bench;
 pub mod broker;
 pub mod clickhouse;
+pub mod clickhouse_cluster;
 pub mod cluster;
 pub mod documented_metrics;
 pub mod kernel;

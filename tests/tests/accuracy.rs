@@ -53,6 +53,21 @@ async fn e2e_clickhouse_holds_what_the_kernel_counted_per_workload_pair_directio
         .unwrap_or_else(|e| panic!("{e:#}"));
     let client = pipeline.launcher.clickhouse();
     let expected = &verified.expected;
+    // The per-connection detail that outlives the records, recomputed from them, holds the same
+    // ledger to the byte and the dollar (its costs are bytes times the prices it keeps).
+    let settings = netmeter_sink::schema::SchemaSettings::new(pipeline::DATABASE);
+    netmeter_sink::schema::refresh_rollups_now(&client, &settings)
+        .await
+        .unwrap();
+    let detail = ledger::stored(
+        &client,
+        pipeline::DATABASE,
+        (CLUSTER, 0),
+        ledger::StoredIn::Detail,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ledger::difference(expected, &detail), None);
 
     println!(
         "ClickHouse held the kernel's counts {:.1} s after the traffic ended",

@@ -1121,6 +1121,20 @@ fn settings_the_binaries_would_refuse_fail_the_install() {
             vec!["--set", "kafkaEngine.enabled=true"],
             "choose one way into ClickHouse",
         ),
+        (
+            vec![
+                "--set",
+                "clickhouse.cluster.name=prod,clickhouse.cluster.replication=none",
+            ],
+            "clickhouse.cluster.nodes is required with clickhouse.cluster.replication=none",
+        ),
+        (
+            vec![
+                "--set",
+                "clickhouse.cluster.name=prod,clickhouse.cluster.nodes={http://a:8123}",
+            ],
+            "clickhouse.cluster.nodes is only for clickhouse.cluster.replication=none",
+        ),
     ] {
         let error = template_error(&args);
         assert!(error.contains(expected), "{args:?}: {error}");
@@ -1154,6 +1168,61 @@ fn the_kafka_engine_path_migrates_in_a_hook_and_runs_no_sink() {
     // With the sink, the sink migrates at start and there is no Job.
     let objects = template::<&str>(&[]);
     assert!(!objects.iter().any(|o| kind(o) == "Job"));
+}
+
+#[test]
+fn the_clickhouse_cluster_values_reach_the_sink_and_the_kafka_engine_job() {
+    let env = |objects: &[Value], kind_: &str, component: &str| -> Vec<Option<String>> {
+        let pod = pod_spec(objects, kind_, component);
+        [
+            "NETMETER_CLICKHOUSE_CLUSTER",
+            "NETMETER_CLICKHOUSE_CLUSTER_REPLICATION",
+            "NETMETER_CLICKHOUSE_CLUSTER_NODES",
+        ]
+        .iter()
+        .map(|v| env_value(&pod.containers[0], v).map(String::from))
+        .collect()
+    };
+    let some = |v: &str| Some(v.to_string());
+    // One server by default: no cluster variable at all.
+    assert_eq!(
+        env(&template::<&str>(&[]), "Deployment", "sink"),
+        [None, None, None]
+    );
+    let values = chart_dir().join("ci/clickhouse-cluster-values.yaml");
+    let values = values.to_str().unwrap();
+    assert_eq!(
+        env(&template(&["-f", values]), "Deployment", "sink"),
+        [some("prod"), some("keeper"), None]
+    );
+    let nodes = "clickhouse.cluster.replication=none,\
+                 clickhouse.cluster.nodes={http://ch-0:8123,http://ch-1:8123}";
+    assert_eq!(
+        env(
+            &template(&["-f", values, "--set", nodes]),
+            "Deployment",
+            "sink"
+        ),
+        [
+            some("prod"),
+            some("none"),
+            some("http://ch-0:8123,http://ch-1:8123")
+        ]
+    );
+    // The Kafka-engine Job creates the Kafka table and its views on the cluster too.
+    let kafka_engine = chart_dir().join("ci/kafka-engine-values.yaml");
+    let objects = template(&[
+        "-f",
+        kafka_engine.to_str().unwrap(),
+        "--set",
+        "clickhouse.cluster.name=prod",
+    ]);
+    assert_eq!(
+        env(&objects, "Job", "kafka-engine"),
+        [some("prod"), some("keeper"), None]
+    );
+    let error = template_error(&["--set", "clickhouse.cluster.name=a'b"]);
+    assert!(error.contains("/clickhouse/cluster/name"), "{error}");
 }
 
 #[test]

@@ -123,6 +123,13 @@ fails at `helm install` instead of in a crash loop.
 {{- fail (printf "kafkaEngine.settings.%s: a value must not contain commas" $key) }}
 {{- end }}
 {{- end }}
+{{- $cluster := .Values.clickhouse.cluster }}
+{{- if and $cluster.name (eq $cluster.replication "none") (not $cluster.nodes) }}
+{{- fail "clickhouse.cluster.nodes is required with clickhouse.cluster.replication=none: the HTTP URL of every node, where the schema is created" }}
+{{- end }}
+{{- if and $cluster.nodes (or (not $cluster.name) (eq $cluster.replication "keeper")) }}
+{{- fail "clickhouse.cluster.nodes is only for clickhouse.cluster.replication=none (with keeper the schema is created ON CLUSTER through clickhouse.url)" }}
+{{- end }}
 {{- if and .Values.sink.enabled .Values.kafkaEngine.enabled }}
 {{- fail "sink.enabled and kafkaEngine.enabled: choose one way into ClickHouse (the sink, or ClickHouse's Kafka engine with sink.enabled=false)" }}
 {{- end }}
@@ -232,6 +239,16 @@ fails at `helm install` instead of in a crash loop.
   value: {{ $clickhouse.url | quote }}
 - name: NETMETER_CLICKHOUSE_DATABASE
   value: {{ $clickhouse.database | quote }}
+{{- with $clickhouse.cluster.name }}
+- name: NETMETER_CLICKHOUSE_CLUSTER
+  value: {{ . | quote }}
+- name: NETMETER_CLICKHOUSE_CLUSTER_REPLICATION
+  value: {{ $clickhouse.cluster.replication | quote }}
+{{- with $clickhouse.cluster.nodes }}
+- name: NETMETER_CLICKHOUSE_CLUSTER_NODES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
 {{- with $clickhouse.auth.existingSecret }}
 - name: NETMETER_CLICKHOUSE_USER
   valueFrom:

@@ -41,6 +41,13 @@
 //!
 //! "Per core" is this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), next to wall time.
 //!
+//! Part 1 also prints, untimed, the size on the wire for sizing Kafka: bytes per raw delta and
+//! per flow record as protobuf and zstd-compressed at level 3 (what librdkafka uses for
+//! `compression.type=zstd`, which both producers set), each message alone: a raw batch as one
+//! message, the flow records cut into <= 900 kB messages as `Attributor::attribute` cuts them.
+//! Batch and record framing are not counted. The data is synthetic (random counters and ids), so
+//! real traffic may compress differently.
+//!
 //! Part 2: a real broker (tansu on SQLite, the debug build the tests install) and ClickHouse
 //! (idle; [`Stack::start`] brings both). The inventory topic gets the cluster's tenures, then:
 //! - cold, once, as the brief for this bench puts it: the raw batches wait on the raw topic,
@@ -745,6 +752,7 @@ struct EnrichReport {
     raw_bytes: usize,
     variants: Vec<Variant>,
     classes: Vec<(String, usize)>,
+    wire: Wire,
 }
 
 fn bench_enrich(
@@ -895,7 +903,62 @@ fn bench_enrich(
         raw_bytes,
         variants,
         classes,
+        wire: wire_sizes(enricher, &inputs, &encoded),
     }
+}
+
+/// Bytes on the wire per delta and per record, untimed: for sizing Kafka (MB/s per topic).
+struct Wire {
+    /// The raw batches' protobuf, each compressed alone (one batch = one raw message), and the
+    /// thread CPU seconds that took (what the collector's librdkafka thread spends on it).
+    raw_zstd: usize,
+    raw_zstd_cpu: f64,
+    /// The flow messages as the pipeline cuts them (`Attributor::attribute`: a new message once
+    /// one reaches [`MAX_MESSAGE_BYTES`]), uncompressed and each compressed alone.
+    flow_messages: usize,
+    flow_bytes: usize,
+    flow_zstd: usize,
+}
+
+/// librdkafka's level for `compression.type=zstd` with `compression.level` unset (-1 -> 3),
+/// which both the collector (its default `--compression zstd`) and the attributor set.
+const KAFKA_ZSTD_LEVEL: i32 = 3;
+
+fn wire_sizes(enricher: &Enricher, inputs: &Inputs, encoded: &[Vec<u8>]) -> Wire {
+    let zstd = |bytes: &[u8]| {
+        zstd::bulk::compress(bytes, KAFKA_ZSTD_LEVEL)
+            .expect("zstd compresses")
+            .len()
+    };
+    let cpu = thread_cpu();
+    let raw_zstd = encoded.iter().map(|b| zstd(b)).sum();
+    let mut wire = Wire {
+        raw_zstd,
+        raw_zstd_cpu: thread_cpu() - cpu,
+        flow_messages: 0,
+        flow_bytes: 0,
+        flow_zstd: 0,
+    };
+    for bytes in encoded {
+        let b = netmeter_proto::decode_batch(bytes).expect("decodes");
+        let b = DeltaBatch::from_wire(&b).expect("well formed");
+        let mut payloads = vec![Vec::new()];
+        enricher.enrich(&b, inputs, 0, |f, e| {
+            if payloads
+                .last()
+                .is_some_and(|p: &Vec<u8>| p.len() >= MAX_MESSAGE_BYTES)
+            {
+                payloads.push(Vec::new());
+            }
+            f.encode_length_delimited_using(e, payloads.last_mut().expect("never empty"))
+        });
+        for p in payloads.iter().filter(|p| !p.is_empty()) {
+            wire.flow_messages += 1;
+            wire.flow_bytes += p.len();
+            wire.flow_zstd += zstd(p);
+        }
+    }
+    wire
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1397,6 +1460,19 @@ impl EnrichReport {
             self.records as f64 / self.deltas as f64,
             self.flow_bytes as f64 / self.records as f64,
             self.raw_bytes as f64 / self.deltas as f64,
+        );
+        let w = &self.wire;
+        println!(
+            "wire size for Kafka sizing (zstd level {KAFKA_ZSTD_LEVEL}, as librdkafka compresses for both producers; each message alone, framing not counted): raw {:.1} B per delta ({:.0} B protobuf, {:.2}x; one message = {DELTAS_PER_BATCH} deltas; zstd {:.0} ns per delta), flows {:.1} B per record ({:.0} B protobuf, {:.2}x; {} messages of <= {} kB)",
+            w.raw_zstd as f64 / self.deltas as f64,
+            self.raw_bytes as f64 / self.deltas as f64,
+            self.raw_bytes as f64 / w.raw_zstd as f64,
+            w.raw_zstd_cpu * 1e9 / self.deltas as f64,
+            w.flow_zstd as f64 / self.records as f64,
+            w.flow_bytes as f64 / self.records as f64,
+            w.flow_bytes as f64 / w.flow_zstd as f64,
+            w.flow_messages,
+            MAX_MESSAGE_BYTES / 1000,
         );
         println!(
             "records by class: {}",

@@ -28,7 +28,12 @@
 //!    /var/tmp: a real disk, fsync included; the load reads the file just written, from the page
 //!    cache, as a restart on the same node seconds later does), recording wall and CPU time and
 //!    the peak RSS each adds;
-//! 5. prints medians, ratios and the goals.
+//! 5. encodes one more dump (untimed) as an interval in which every entry is an active delta,
+//!    with the collector's `encode_batches` (protobuf batches of <= 1 MB), [`REPS`] times,
+//!    recording this thread's CPU: the per-interval encoding cost on top of the dump (the
+//!    bench's flows are idle after the first dump, so the dumps above emit no deltas);
+//!    librdkafka's compression and sending are not included;
+//! 6. prints medians, ratios and the goals.
 //!
 //! With several sizes, each runs in a fresh process (this bench re-executed), so the allocator
 //! state left by one size does not change the next one's RSS.
@@ -56,7 +61,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail, ensure};
 use netmeter_collector::conntrack::netlink::DumpStats;
 use netmeter_collector::conntrack::{ConntrackSocket, DumpMode};
-use netmeter_collector::delta::DeltaTracker;
+use netmeter_collector::delta::{ConntrackDelta, DeltaTracker};
+use netmeter_collector::output::Interval;
+use netmeter_collector::publish::encode_batches;
 use netmeter_collector::state::{FileKind, StateDir, TableIdentity};
 
 /// Sizes (table entries) measured unless `NETMETER_BENCH_SIZES` says otherwise.
@@ -73,6 +80,8 @@ const REFERENCE_TIMEOUT: Duration = Duration::from_secs(180);
 const FIRST_PORT: u16 = 10_000;
 const GLOBAL_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 const MIB: f64 = 1024.0 * 1024.0;
+/// The collector's default `--max-message-bytes`, for the encode measurement.
+const ENCODE_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 /// Set by SIGINT/SIGTERM: the bench stops at the next check and cleans up.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -197,6 +206,8 @@ fn measure(ns: &Namespace, n: u64, created: Created) -> anyhow::Result<Report> {
     let tracked = tracker.tracked() as u64;
     check_stop()?;
     let state = measure_state(tracker, &ns.path)?;
+    check_stop()?;
+    let encode = measure_encode(&mut socket, n as usize)?;
     Ok(Report {
         n,
         created,
@@ -206,6 +217,62 @@ fn measure(ns: &Namespace, n: u64, created: Created) -> anyhow::Result<Report> {
         rss_after,
         tracked,
         state,
+        encode,
+    })
+}
+
+/// Encoding one interval for the raw topic, every entry of the table as an active delta.
+struct EncodeSample {
+    deltas: usize,
+    batches: usize,
+    bytes: usize,
+    /// Median thread CPU seconds of [`encode_batches`] ([`thread_cpu_clock`]).
+    cpu: f64,
+}
+
+/// One more dump (untimed) whose every entry becomes a delta with its counters, as if every
+/// connection had transferred something in the interval; then the collector's own
+/// [`encode_batches`] (protobuf, split at its default 1 MB `--max-message-bytes`) timed
+/// [`REPS`] times. Not included: librdkafka's zstd and sending (its own thread).
+fn measure_encode(socket: &mut ConntrackSocket, n: usize) -> anyhow::Result<EncodeSample> {
+    let mut deltas = Vec::with_capacity(n);
+    socket.dump(DumpMode::Read, |entry| {
+        deltas.push(ConntrackDelta {
+            entry,
+            delta: entry.counters.unwrap_or_default(),
+            new: false,
+            destroyed: false,
+            node_endpoint: false,
+        })
+    })?;
+    let end = SystemTime::now();
+    let interval = Interval {
+        start: end - Duration::from_secs(5),
+        end,
+        deltas,
+        last_part: true,
+    };
+    let (mut cpus, mut batches, mut bytes) = (Vec::new(), 0, 0);
+    for _ in 0..REPS {
+        let mut sequence = 1;
+        let cpu = thread_cpu_clock();
+        let encoded = encode_batches(
+            &interval,
+            "bench-node",
+            "00000000-0000-4000-8000-000000000000",
+            &mut sequence,
+            ENCODE_MAX_MESSAGE_BYTES,
+        );
+        cpus.push(thread_cpu_clock() - cpu);
+        batches = encoded.len();
+        bytes = encoded.iter().map(|b| b.payload.len()).sum();
+        std::hint::black_box(encoded);
+    }
+    Ok(EncodeSample {
+        deltas: interval.deltas.len(),
+        batches,
+        bytes,
+        cpu: median(cpus),
     })
 }
 
@@ -553,6 +620,14 @@ fn thread_cpu() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
+/// This thread's CPU time from `CLOCK_THREAD_CPUTIME_ID`: exact for short spans, where
+/// `getrusage` may not advance (the encode of 1,000 deltas reads 0 with it).
+fn thread_cpu_clock() -> f64 {
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 fn seconds(t: libc::timeval) -> f64 {
     t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
@@ -640,6 +715,7 @@ struct Report {
     rss_after: Memory,
     tracked: u64,
     state: StateSample,
+    encode: EncodeSample,
 }
 
 impl Report {
@@ -716,6 +792,16 @@ impl Report {
             peak_growth / self.tracked.max(1) as f64,
         );
         self.print_state(our_wall);
+        let e = &self.encode;
+        println!(
+            "encode (encode_batches, every entry as an active delta): {} deltas -> {} batches, {:.1} B per delta; cpu {:.4} s = {:.0} ns per delta = {:.2}x our dump's median cpu",
+            e.deltas,
+            e.batches,
+            e.bytes as f64 / e.deltas.max(1) as f64,
+            e.cpu,
+            e.cpu * 1e9 / e.deltas.max(1) as f64,
+            e.cpu / our_cpu,
+        );
         self.print_anomalies(entries);
         println!(
             "goal: >= 0.8x raw kernel dump speed (we compare to conntrack -L here): ours is {:.2}x conntrack -L",

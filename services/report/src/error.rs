@@ -18,10 +18,14 @@ pub enum ReportError {
     )]
     MissingSchema { database: String, url: String },
     #[error(
-        "{database}.flows has no column {column}: the schema is older than this report; start \
-         the netmeter-sink of this release, which migrates it"
+        "{database}.{table} has no column {column}: the schema is older than this report; \
+         start the netmeter-sink of this release, which migrates it"
     )]
-    OldSchema { database: String, column: String },
+    OldSchema {
+        database: String,
+        table: String,
+        column: String,
+    },
     #[error("no data from {from} to {to} UTC: {reason}")]
     NoData {
         from: String,

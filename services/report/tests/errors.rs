@@ -91,6 +91,17 @@ async fn refused_credentials_missing_and_old_schemas_say_what_to_do() {
         "v4.flows has no column path: the schema is older than this report; \
          start the netmeter-sink of this release, which migrates it"
     );
+
+    // Version 5 has no per-connection detail.
+    migrate_to(&client, &SchemaSettings::new("v5"), 5)
+        .await
+        .unwrap();
+    let err = error(&Connection::new(&url, "default", "", "v5"), &options).await;
+    assert_eq!(
+        err.to_string(),
+        "v5.connection_minutes has no column interval_start: the schema is older than this \
+         report; start the netmeter-sink of this release, which migrates it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,18 +103,19 @@ SELECT toDate(interval_start), toStartOfMinute(interval_start), direction, proto
 FROM {db}.flows FINAL
 GROUP BY ALL";
 
-/// Two of the README's questions, on `flows` and on the kubenetmon-shaped table.
+/// Two of the README's questions, on `{table}` (`flows` and `connection_minutes`, with `FINAL`)
+/// and on the kubenetmon-shaped table.
 const QUESTIONS: [(&str, &str, &str); 2] = [
     (
         "cross-zone bytes per workload",
-        "SELECT local_namespace, local_workload_name, sum(bytes) FROM {db}.flows FINAL \
+        "SELECT local_namespace, local_workload_name, sum(bytes) FROM {db}.{table} FINAL \
          WHERE class = 'INTER_ZONE' GROUP BY ALL ORDER BY 3 DESC LIMIT 10 FORMAT Null",
         "SELECT local_namespace, local_app, sum(bytes) FROM {db}.kubenetmon_shaped \
          WHERE class = 'INTER_ZONE' GROUP BY ALL ORDER BY 3 DESC LIMIT 10 FORMAT Null",
     ),
     (
         "internet egress per pod and minute",
-        "SELECT toStartOfMinute(interval_start), local_pod, sum(bytes) FROM {db}.flows FINAL \
+        "SELECT toStartOfMinute(interval_start), local_pod, sum(bytes) FROM {db}.{table} FINAL \
          WHERE class = 'INTERNET' AND direction = 'out' GROUP BY ALL FORMAT Null",
         "SELECT minute, local_pod, sum(bytes) FROM {db}.kubenetmon_shaped \
          WHERE class = 'INTERNET' AND direction = 'out' GROUP BY ALL FORMAT Null",
@@ -228,6 +229,29 @@ async fn run(stack: &Stack, connections: usize, intervals: usize) -> anyhow::Res
             *bytes as f64 / reference
         );
     }
+    for table in ["connection_minutes", "kubenetmon_shaped"] {
+        let columns = text(
+            &server,
+            &format!(
+                "SELECT name, data_compressed_bytes FROM system.columns \
+                 WHERE database = '{DATABASE}' AND table = '{table}' AND data_compressed_bytes > 0 \
+                 ORDER BY data_compressed_bytes DESC"
+            ),
+        )
+        .await?;
+        let per_column: Vec<String> = columns
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .map(|(name, bytes)| {
+                let bytes: f64 = bytes.parse().unwrap_or(0.0);
+                format!("{name} {:.2}", bytes / connection_minutes as f64)
+            })
+            .collect();
+        println!(
+            "{table}, B per connection-minute by column: {}",
+            per_column.join(", ")
+        );
+    }
     let days = intervals as f64 * INTERVAL_MS as f64 / 86_400_000.0;
     let flows = sizes.get("flows").map_or(0, |(_, b)| *b) as f64;
     println!(
@@ -235,11 +259,23 @@ async fn run(stack: &Stack, connections: usize, intervals: usize) -> anyhow::Res
         flows / days / GIB,
         reference / days / GIB
     );
-    println!("\nquery time, median of 5 (ms): question | flows | kubenetmon-shaped");
+    println!(
+        "\nquery time, median of 5 (ms): question | flows | connection_minutes | kubenetmon-shaped"
+    );
     for (what, ours, theirs) in QUESTIONS {
-        let (a, b) = (timed(&server, ours).await?, timed(&server, theirs).await?);
-        println!("  {what} | {a:.1} | {b:.1}");
+        let records = timed(&server, &ours.replace("{table}", "flows")).await?;
+        let detail = timed(&server, &ours.replace("{table}", "connection_minutes")).await?;
+        let reference = timed(&server, theirs).await?;
+        println!("  {what} | {records:.1} | {detail:.1} | {reference:.1}");
     }
+    // The money kept as prices gives the records' costs back.
+    let costs = text(
+        &server,
+        "SELECT (SELECT sum(cost_usd) FROM {db}.flows FINAL), \
+         (SELECT sum(cost_usd) FROM {db}.connection_minutes FINAL)",
+    )
+    .await?;
+    println!("\ncost_usd summed over flows and over connection_minutes: {costs}");
     Ok(())
 }
 

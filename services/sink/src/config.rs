@@ -7,7 +7,7 @@ use netmeter_common::kafka::KafkaArgs;
 use netmeter_common::{ConfigError, ServiceArgs};
 use netmeter_proto::Schema;
 
-use crate::schema::{KafkaEngineSettings, SchemaSettings};
+use crate::schema::{Cluster, KafkaEngineSettings, Replication, SchemaSettings};
 
 /// Writes enriched flow records from Kafka into ClickHouse.
 #[derive(Parser, Debug)]
@@ -91,6 +91,35 @@ pub struct ClickHouseArgs {
         default_value = ""
     )]
     pub password: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// A ClickHouse cluster instead of one server (see `netmeter_sink::schema::cluster`): data
+/// tables as `<name>_local` on every node behind `Distributed` tables of the usual names.
+#[derive(clap::Args, Clone, Debug, Default)]
+#[command(next_help_heading = "ClickHouse cluster")]
+pub struct ClusterArgs {
+    /// Cluster of the servers' <remote_servers> to lay the schema out on ("": one server).
+    #[arg(long = "clickhouse-cluster", env = "NETMETER_CLICKHOUSE_CLUSTER")]
+    pub name: Option<String>,
+    /// keeper: Replicated engines and ON CLUSTER DDL (needs ClickHouse Keeper or ZooKeeper);
+    /// none: one replica per shard, the DDL run on every node of --clickhouse-cluster-nodes.
+    #[arg(
+        long = "clickhouse-cluster-replication",
+        env = "NETMETER_CLICKHOUSE_CLUSTER_REPLICATION",
+        value_enum,
+        default_value_t = Replication::Keeper
+    )]
+    pub replication: Replication,
+    /// With replication none: the HTTP URL of every node, comma-separated (the schema is
+    /// migrated on each; rows still go to --clickhouse-url).
+    #[arg(
+        long = "clickhouse-cluster-nodes",
+        env = "NETMETER_CLICKHOUSE_CLUSTER_NODES",
+        value_delimiter = ','
+    )]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +130,8 @@ pub struct Config {
     pub clickhouse: ClickHouseArgs,
     pub batch: BatchArgs,
     pub schema: SchemaSettings,
+    /// The cluster the schema is laid out on; `None`: one server.
+    pub cluster: Option<Cluster>,
 }
 
 impl Config {
@@ -118,13 +149,14 @@ impl Args {
     pub fn validate(self) -> Result<Config, ConfigError> {
         self.kafka.validate()?;
         let url = &self.clickhouse.url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !is_http_url(url) {
             return Err(ConfigError::invalid(
                 "--clickhouse-url",
                 "NETMETER_CLICKHOUSE_URL",
                 format!("`{url}` is not an http:// or https:// URL"),
             ));
         }
+        let cluster = self.clickhouse.cluster.validate()?;
         let database = &self.clickhouse.database;
         if database.is_empty()
             || !database
@@ -165,6 +197,62 @@ impl Args {
             clickhouse: self.clickhouse,
             batch: self.batch,
             schema,
+            cluster,
         })
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+impl ClusterArgs {
+    /// The cluster, if one is named; the nodes are required exactly without replication.
+    pub fn validate(&self) -> Result<Option<Cluster>, ConfigError> {
+        const NODES: (&str, &str) = (
+            "--clickhouse-cluster-nodes",
+            "NETMETER_CLICKHOUSE_CLUSTER_NODES",
+        );
+        let Some(name) = self.name.as_deref().filter(|n| !n.is_empty()) else {
+            if !self.nodes.is_empty() {
+                return Err(ConfigError::invalid(
+                    NODES.0,
+                    NODES.1,
+                    "names the nodes of a cluster, but --clickhouse-cluster is not set",
+                ));
+            }
+            return Ok(None);
+        };
+        let cluster = Cluster::new(name, self.replication);
+        cluster.validate().map_err(|e| {
+            ConfigError::invalid("--clickhouse-cluster", "NETMETER_CLICKHOUSE_CLUSTER", e)
+        })?;
+        match (self.replication, self.nodes.is_empty()) {
+            (Replication::None, true) => {
+                return Err(ConfigError::invalid(
+                    NODES.0,
+                    NODES.1,
+                    "is required with --clickhouse-cluster-replication none: the HTTP URL of \
+                     every node, where the schema is created",
+                ));
+            }
+            (Replication::Keeper, false) => {
+                return Err(ConfigError::invalid(
+                    NODES.0,
+                    NODES.1,
+                    "is only for --clickhouse-cluster-replication none: with keeper the schema \
+                     is created ON CLUSTER through --clickhouse-url",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(url) = self.nodes.iter().find(|u| !is_http_url(u)) {
+            return Err(ConfigError::invalid(
+                NODES.0,
+                NODES.1,
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+        Ok(Some(cluster))
     }
 }

@@ -34,11 +34,34 @@ use crate::schema::{KafkaEngineSettings, MigrationReport};
 impl ClickHouseArgs {
     /// A client for the server (not bound to the database, which may not exist yet).
     pub fn client(&self) -> clickhouse::Client {
+        self.client_for(&self.url)
+    }
+
+    fn client_for(&self, url: &str) -> clickhouse::Client {
         clickhouse::Client::default()
-            .with_url(&self.url)
+            .with_url(url)
             .with_user(&self.user)
             .with_password(&self.password)
             .with_compression(native::COMPRESSION)
+    }
+}
+
+impl Config {
+    /// Where the schema is created, by URL: `--clickhouse-url`, or on a cluster without
+    /// replication every node of `--clickhouse-cluster-nodes`.
+    pub fn schema_servers(&self) -> Vec<(String, clickhouse::Client)> {
+        let urls = match &self.cluster {
+            Some(c) if c.replication == schema::Replication::None => {
+                self.clickhouse.cluster.nodes.clone()
+            }
+            _ => vec![self.clickhouse.url.clone()],
+        };
+        urls.into_iter()
+            .map(|url| {
+                let client = self.clickhouse.client_for(&url);
+                (url, client)
+            })
+            .collect()
     }
 }
 
@@ -80,8 +103,9 @@ pub async fn build(
     if !wait_for_clickhouse(&client, shutdown).await {
         return Ok(None);
     }
-    let report = migrate(&client, &config, None).await?;
-    tracing::info!(%report, "schema up to date");
+    for (url, report) in migrate(&config, None).await? {
+        tracing::info!(clickhouse = %url, %report, "schema up to date");
+    }
     let topics = vec![flows_topic.clone(), kafka.topic(Schema::DeadLetterV1.tag())];
     if !wait_for_topics(kafka, topics, shutdown).await? {
         return Ok(None);
@@ -98,10 +122,16 @@ pub async fn build(
     producer
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
+    let mut client = client.with_database(&config.schema.database);
+    if config.cluster.is_some() {
+        // The insert returns once every shard has its rows, before the offsets are committed
+        // (by default a Distributed table queues them on the receiving node).
+        client = client.with_setting("distributed_foreground_insert", "1");
+    }
     let sink = Sink {
         consumer: Arc::new(consumer),
         topic: flows_topic,
-        client: client.with_database(&config.schema.database),
+        client,
         table: "flows".into(),
         publisher: Arc::new(Publisher::new(producer, metric_list::PUBLISH)?),
         dead_letters: DeadLetters::new(kafka, "sink", metric_list::DEAD_LETTERS),
@@ -131,18 +161,43 @@ async fn wait_for_clickhouse(client: &clickhouse::Client, shutdown: &Cancellatio
         .is_some()
 }
 
-/// Brings the schema up to date ([`schema::migrate`]) and, with `kafka_engine`, creates the
-/// Kafka-engine path too (only the `migrate` command does: the service reads the topic itself).
+/// Brings the schema up to date ([`schema::migrate`], or [`schema::migrate_cluster`] on every
+/// server of [`Config::schema_servers`]) and, with `kafka_engine`, creates the Kafka-engine
+/// path too (only the `migrate` command does: the service reads the topic itself). Returns
+/// each server's URL and report.
 pub async fn migrate(
-    client: &clickhouse::Client,
     config: &Config,
     kafka_engine: Option<&KafkaEngineSettings>,
-) -> anyhow::Result<MigrationReport> {
-    let report = schema::migrate(client, &config.schema).await?;
-    if let Some(engine) = kafka_engine {
-        schema::create_kafka_engine(client, &config.schema, engine).await?;
+) -> anyhow::Result<Vec<(String, MigrationReport)>> {
+    let servers = config.schema_servers();
+    let mut reports = Vec::new();
+    for (url, client) in &servers {
+        let report = match &config.cluster {
+            None => schema::migrate(client, &config.schema).await?,
+            Some(cluster) => {
+                let hosts =
+                    (cluster.replication == schema::Replication::None).then_some(servers.len());
+                schema::cluster::check_cluster(client, cluster, hosts).await?;
+                schema::migrate_cluster(client, &config.schema, cluster).await?
+            }
+        };
+        if let Some(engine) = kafka_engine {
+            match &config.cluster {
+                None => schema::create_kafka_engine(client, &config.schema, engine).await?,
+                Some(cluster) => {
+                    schema::kafka_engine::create_kafka_engine_on_cluster(
+                        client,
+                        &config.schema,
+                        engine,
+                        cluster,
+                    )
+                    .await?
+                }
+            }
+        }
+        reports.push((url.clone(), report));
     }
-    Ok(report)
+    Ok(reports)
 }
 
 /// `netmeter-sink migrate [--kafka-engine]`: [`migrate`], then prints what it did; exit code 1
@@ -152,10 +207,16 @@ pub fn migrate_command(config: Config, kafka_engine: Option<KafkaEngineSettings>
         err.exit();
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let client = config.clickhouse.client();
-    match runtime.block_on(migrate(&client, &config, kafka_engine.as_ref())) {
-        Ok(report) => {
-            println!("{report}");
+    match runtime.block_on(migrate(&config, kafka_engine.as_ref())) {
+        Ok(reports) => {
+            let several = reports.len() > 1;
+            for (url, report) in reports {
+                if several {
+                    println!("{url}: {report}");
+                } else {
+                    println!("{report}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -167,5 +228,8 @@ pub fn migrate_command(config: Config, kafka_engine: Option<KafkaEngineSettings>
 
 /// `netmeter-sink ddl [--kafka-engine]`: the schema's SQL, with the Kafka-engine path if given.
 pub fn ddl(config: &Config, kafka_engine: Option<&KafkaEngineSettings>) -> String {
-    schema::ddl(&config.schema, kafka_engine)
+    match &config.cluster {
+        None => schema::ddl(&config.schema, kafka_engine),
+        Some(cluster) => schema::cluster::ddl(&config.schema, kafka_engine, cluster),
+    }
 }

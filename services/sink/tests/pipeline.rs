@@ -12,7 +12,19 @@ use netmeter_tests::service::RunningService;
 use netmeter_tests::stack::PARTITIONS;
 
 const BIN: &str = env!("CARGO_BIN_EXE_netmeter-sink");
-const T0: u64 = 1_795_000_000_000;
+
+/// The first interval: a day ago at the start of a minute, inside `flows`' `--record-ttl-days`
+/// (a record older than that expires on arrival).
+fn t0() -> u64 {
+    static T0: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *T0.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        (now - 86_400_000) / 60_000 * 60_000
+    })
+}
 
 fn flows_topic() -> String {
     Schema::FlowsV1.topic(netmeter_proto::DEFAULT_TOPIC_PREFIX)
@@ -44,7 +56,7 @@ fn record(i: u64, generation: u64, namespace: &str, out: &mut Vec<u8>) {
     FlowView {
         record_id: &id,
         generation,
-        interval_start_unix_ms: T0 + (i / 1000) * 10_000,
+        interval_start_unix_ms: t0() + (i / 1000) * 10_000,
         interval_seconds: 10,
         cluster: "test",
         direction: if i.is_multiple_of(2) { "out" } else { "in" },

@@ -191,7 +191,7 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
             database: DB.into(),
             previous_version: 0,
             version: SCHEMA_VERSION,
-            applied: applied(&[1, 2, 3, 4, 5]),
+            applied: applied(&[1, 2, 3, 4, 5, 6]),
             changes: vec![
                 SchemaChange::CreatedDatabase,
                 SchemaChange::CreatedTable("schema_migrations".into())
@@ -204,7 +204,11 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
             "SELECT name, engine FROM system.tables WHERE database = 'netmeter' ORDER BY name"
         )
         .await,
-        "flows\tReplacingMergeTree\n\
+        "connection_minutes\tReplacingMergeTree\n\
+         connection_minutes_changes_mv\tMaterializedView\n\
+         connection_minutes_refresh\tMaterializedView\n\
+         connection_minutes_watermark_mv\tMaterializedView\n\
+         flows\tReplacingMergeTree\n\
          flows_per_hour\tReplacingMergeTree\n\
          flows_per_hour_changes_mv\tMaterializedView\n\
          flows_per_hour_refresh\tMaterializedView\n\
@@ -233,9 +237,37 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
         )
         .await,
         "ReplacingMergeTree(generation) PARTITION BY toYYYYMMDD(interval_start) \
-         ORDER BY (interval_start, record_id) TTL toDateTime(interval_start) + toIntervalDay(90) \
+         ORDER BY (interval_start, record_id) TTL toDateTime(interval_start) + toIntervalDay(7) \
          SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1, \
-         index_granularity = 8192\n"
+         index_granularity = 8192\n",
+        "flows keeps --record-ttl-days"
+    );
+    assert_eq!(
+        text(
+            &client,
+            "SELECT name, type, default_kind FROM system.columns WHERE database = 'netmeter' \
+             AND table = 'connection_minutes' AND (name LIKE '%pod' OR name LIKE '%port' \
+             OR name LIKE '%usd%' OR name = 'records') ORDER BY position"
+        )
+        .await,
+        "local_pod\tLowCardinality(String)\t\nremote_pod\tLowCardinality(String)\t\n\
+         local_port\tUInt16\t\nremote_port\tUInt16\t\n\
+         usd_per_gib\tFloat64\t\nprocessing_usd_per_gib\tFloat64\t\nrecords\tUInt64\t\n\
+         cost_usd\tFloat64\tALIAS\nprocessing_cost_usd\tFloat64\tALIAS\n",
+        "the detail keeps prices; its costs are computed"
+    );
+    assert_eq!(
+        text(
+            &client,
+            "SELECT engine_full FROM system.tables \
+             WHERE database = 'netmeter' AND name = 'connection_minutes'"
+        )
+        .await
+        .split(" TTL ")
+        .nth(1)
+        .unwrap_or_default(),
+        "interval_start + toIntervalDay(90) SETTINGS ttl_only_drop_parts = 1, index_granularity = 8192\n",
+        "the detail keeps --ttl-days"
     );
     assert_eq!(
         text(
@@ -259,7 +291,8 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
          2\tflows.remote_network and data-skipping indexes\n\
          3\tper-minute and per-hour rollups\n\
          4\tflows.local_initiated and flows.local_instance_type\n\
-         5\tflows.path, remote_country, remote_asn, remote_as_name, processing_cost_usd\n"
+         5\tflows.path, remote_country, remote_asn, remote_as_name, processing_cost_usd\n\
+         6\tconnection_minutes: the per-connection detail, filled from flows\n"
     );
     assert_eq!(
         text(
@@ -268,8 +301,8 @@ async fn migrating_an_empty_server_creates_every_table_and_view() {
              WHERE database = 'netmeter' ORDER BY view"
         )
         .await,
-        "flows_per_hour_refresh\t\nflows_per_minute_refresh\t\n",
-        "both refresh views are scheduled and have not failed"
+        "connection_minutes_refresh\t\nflows_per_hour_refresh\t\nflows_per_minute_refresh\t\n",
+        "every refresh view is scheduled and has not failed"
     );
     stack.stop();
 }
@@ -284,14 +317,14 @@ async fn migrating_twice_is_a_noop() {
     let again = schema::migrate(&client, &settings).await.unwrap();
 
     assert!(again.is_noop(), "{again}");
-    assert_eq!((again.previous_version, again.version), (5, 5));
+    assert_eq!((again.previous_version, again.version), (6, 6));
     assert_eq!(
         again.to_string(),
-        "database netmeter at schema version 5: already up to date"
+        "database netmeter at schema version 6: already up to date"
     );
     assert_eq!(
         text(&client, "SELECT count() FROM netmeter.schema_migrations").await,
-        "5\n",
+        "6\n",
         "no migration recorded twice"
     );
     stack.stop();
@@ -323,9 +356,20 @@ async fn upgrading_from_version_1_keeps_the_rows_and_adds_the_column_indexes_and
     let report = schema::migrate(&client, &settings).await.unwrap();
 
     assert_eq!(report.previous_version, 1);
-    assert_eq!(report.version, 5);
-    assert_eq!(report.applied, applied(&[2, 3, 4, 5]));
+    assert_eq!(report.version, 6);
+    assert_eq!(report.applied, applied(&[2, 3, 4, 5, 6]));
     assert_eq!(report.changes, vec![], "the migrations did everything");
+    assert_eq!(
+        text(
+            &client,
+            "SELECT local_namespace, local_pod, bytes, cost_usd, records, usd_per_gib \
+             FROM netmeter.connection_minutes FINAL"
+        )
+        .await,
+        "shop\tapi-7d9f\t1024\t0.75\t2\t786432\n",
+        "version 6 fills the per-connection detail from the records before any refresh; the \
+         two records' prices (0.5 $ for 1000 B, 0.25 $ for 24 B) are kept as their mean per GiB"
+    );
     assert_eq!(
         text(
             &client,
@@ -406,14 +450,16 @@ async fn upgrading_from_version_3_keeps_the_rows_and_reads_the_new_columns_as_fa
         ],
     )
     .await;
-    schema::refresh_rollups_now(&client, &settings)
-        .await
-        .unwrap();
+    for view in ["flows_per_minute_refresh", "flows_per_hour_refresh"] {
+        for command in ["REFRESH", "WAIT"] {
+            run(&client, &format!("SYSTEM {command} VIEW netmeter.{view}")).await;
+        }
+    }
 
     let report = schema::migrate(&client, &settings).await.unwrap();
 
-    assert_eq!((report.previous_version, report.version), (3, 5));
-    assert_eq!(report.applied, applied(&[4, 5]));
+    assert_eq!((report.previous_version, report.version), (3, 6));
+    assert_eq!(report.applied, applied(&[4, 5, 6]));
     assert_eq!(report.changes, vec![], "the migration did everything");
     assert_eq!(
         text(
@@ -426,8 +472,10 @@ async fn upgrading_from_version_3_keeps_the_rows_and_reads_the_new_columns_as_fa
     );
     assert_eq!(
         text(&client, new_columns).await,
-        "flows\tlocal_initiated\nflows\tlocal_instance_type\n",
-        "in flows only: the rollups keep their dimensions"
+        "connection_minutes\tlocal_initiated\nconnection_minutes\tlocal_instance_type\n\
+         connection_minutes_refresh\tlocal_initiated\nconnection_minutes_refresh\tlocal_instance_type\n\
+         flows\tlocal_initiated\nflows\tlocal_instance_type\n",
+        "in flows and its per-connection detail only: the rollups keep their dimensions"
     );
     assert_eq!(
         text(
@@ -668,6 +716,19 @@ async fn rollups_count_a_duplicate_and_a_replay_once() {
         text(&client, per_hour).await,
         "shop\tapi\t1000324\t1003\t0.875\t3\n"
     );
+    // The per-connection detail: a and b are one connection in one minute, c the next minute.
+    let per_connection = "SELECT formatDateTime(interval_start, '%H:%i'), local_namespace, \
+                          local_workload_name, local_pod, bytes, packets, round(cost_usd, 12), \
+                          records FROM netmeter.connection_minutes FINAL \
+                          ORDER BY interval_start, local_namespace";
+    assert_eq!(
+        text(&client, per_connection).await,
+        format!(
+            "{m0}\tshop\tapi\tapi-7d9f\t1000024\t1002\t0.75\t2\n\
+             {m1}\tshop\tapi\tapi-7d9f\t300\t1\t0.125\t1\n"
+        ),
+        "a redelivery counts once in the detail too"
+    );
 
     // A replay moves a and b to another namespace and workload; c keeps its attribution.
     insert(
@@ -681,6 +742,7 @@ async fn rollups_count_a_duplicate_and_a_replay_once() {
     .await;
     // A record of three days ago arrives late (a broker outage, or a replay of that day).
     let late = Record::new(4, minute - 3 * 86_400_000, "shop", 7, 0.0);
+    let late_day = hh_mm(late.start_ms);
     insert(&client, &[late]).await;
     schema::refresh_rollups_now(&client, &settings)
         .await
@@ -728,6 +790,24 @@ async fn rollups_count_a_duplicate_and_a_replay_once() {
         .await,
         "1\n",
         "the replay wrote one deletion, for (minute 0, shop)"
+    );
+    assert_eq!(
+        text(&client, per_connection).await,
+        format!(
+            "{late_day}\tshop\tapi\tapi-7d9f\t7\t1\t0\t1\n\
+             {m0}\tcheckout\tpayments\tpayments-7d9f\t1000024\t1002\t0.75\t2\n\
+             {m1}\tshop\tapi\tapi-7d9f\t300\t1\t0.125\t1\n"
+        ),
+        "the replay moved the connection's minute to checkout, the late record has its minute"
+    );
+    assert_eq!(
+        text(
+            &client,
+            "SELECT count() FROM netmeter.connection_minutes WHERE is_deleted = 1"
+        )
+        .await,
+        "1\n",
+        "the replay wrote one deletion in the detail, for (minute 0, shop's pod)"
     );
     stack.stop();
 }
@@ -876,6 +956,7 @@ async fn changing_retention_modifies_the_ttls_and_the_rollup_windows() {
         .unwrap();
     let shorter = SchemaSettings {
         ttl_days: 30,
+        record_ttl_days: 3,
         minute_rollup_ttl_days: 7,
         hour_rollup_ttl_days: 100,
         ..SchemaSettings::default()
@@ -889,7 +970,7 @@ async fn changing_retention_modifies_the_ttls_and_the_rollup_windows() {
         vec![
             SchemaChange::ModifiedTtl {
                 table: "flows".into(),
-                ttl: "toDateTime(interval_start) + toIntervalDay(30)".into()
+                ttl: "toDateTime(interval_start) + toIntervalDay(3)".into()
             },
             SchemaChange::ModifiedTtl {
                 table: "flows_per_minute".into(),
@@ -899,6 +980,11 @@ async fn changing_retention_modifies_the_ttls_and_the_rollup_windows() {
                 table: "flows_per_hour".into(),
                 ttl: "interval_start + toIntervalDay(100)".into()
             },
+            SchemaChange::ModifiedTtl {
+                table: "connection_minutes".into(),
+                ttl: "interval_start + toIntervalDay(30)".into()
+            },
+            SchemaChange::ModifiedView("connection_minutes_refresh".into()),
             SchemaChange::ModifiedView("flows_per_minute_refresh".into()),
             SchemaChange::ModifiedView("flows_per_hour_refresh".into()),
         ]
@@ -907,23 +993,24 @@ async fn changing_retention_modifies_the_ttls_and_the_rollup_windows() {
         text(
             &client,
             "SELECT name, extract(engine_full, 'TTL (.*) SETTINGS') FROM system.tables \
-             WHERE database = 'netmeter' AND name LIKE 'flows%' AND engine != 'MaterializedView' \
-             ORDER BY name"
+             WHERE database = 'netmeter' AND engine LIKE '%MergeTree' \
+             AND (name LIKE 'flows%' OR name = 'connection_minutes') ORDER BY name"
         )
         .await,
-        "flows\ttoDateTime(interval_start) + toIntervalDay(30)\n\
+        "connection_minutes\tinterval_start + toIntervalDay(30)\n\
+         flows\ttoDateTime(interval_start) + toIntervalDay(3)\n\
          flows_per_hour\tinterval_start + toIntervalDay(100)\n\
          flows_per_minute\tinterval_start + toIntervalDay(7)\n"
     );
     assert_eq!(
         text(
             &client,
-            "SELECT name, position(as_select, 'now() - toIntervalDay(7)') > 0 FROM system.tables \
+            "SELECT name, position(as_select, 'now() - toIntervalDay(3)') > 0 FROM system.tables \
              WHERE database = 'netmeter' AND name LIKE '%_refresh' ORDER BY name"
         )
         .await,
-        "flows_per_hour_refresh\t1\nflows_per_minute_refresh\t1\n",
-        "both views recompute only the last 7 days now"
+        "connection_minutes_refresh\t1\nflows_per_hour_refresh\t1\nflows_per_minute_refresh\t1\n",
+        "every view recomputes only what flows still holds: the last 3 days"
     );
     schema::refresh_rollups_now(&client, &shorter)
         .await
@@ -1025,6 +1112,6 @@ async fn migrating_an_empty_server_matches_the_ddl() {
         "a database created from the DDL is current for the sink"
     );
     let printed = schema::ddl(&SchemaSettings::default(), None);
-    assert!(printed.starts_with("-- netmeter schema version 5, database netmeter\n\nCREATE DATABASE IF NOT EXISTS netmeter;\n"), "{printed}");
+    assert!(printed.starts_with("-- netmeter schema version 6, database netmeter\n\nCREATE DATABASE IF NOT EXISTS netmeter;\n"), "{printed}");
     stack.stop();
 }

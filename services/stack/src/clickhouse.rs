@@ -99,3 +99,24 @@ pub fn serve(lib: &Path, data_dir: &Path, http_port: u16, tcp_port: u16) -> anyh
     }
     anyhow::bail!("ClickHouse stopped serving (see the messages above)")
 }
+
+/// A `config.xml` that makes a server one node of `cluster`: every shard one replica at
+/// 127.0.0.1:<tcp port> (`tcp_ports`, in shard order), and this node's `{shard}` and
+/// `{replica}` macros, then `extra` (more top-level elements). The launcher reads it from the
+/// data directory. No Keeper: replicated tables and `ON CLUSTER` DDL do not work
+/// (clickhouse-local has no interserver HTTP either).
+pub fn cluster_config(cluster: &str, tcp_ports: &[u16], shard: usize, extra: &str) -> String {
+    let shards: String = tcp_ports
+        .iter()
+        .map(|port| {
+            format!(
+                "      <shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>\n"
+            )
+        })
+        .collect();
+    format!(
+        "<clickhouse>\n  <remote_servers>\n    <{cluster}>\n{shards}    </{cluster}>\n  \
+         </remote_servers>\n  <macros>\n    <cluster>{cluster}</cluster>\n    \
+         <shard>{shard}</shard>\n    <replica>node-{shard}</replica>\n  </macros>\n{extra}</clickhouse>\n"
+    )
+}

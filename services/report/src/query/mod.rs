@@ -54,27 +54,29 @@ impl Connection {
     }
 }
 
-/// The columns a report needs in `flows` beyond the first schema version (4: the initiator and
-/// the instance type; 5: the egress path, the remote place and network, the processing charge).
-const REQUIRED_COLUMNS: [&str; 7] = [
-    "local_initiated",
-    "local_instance_type",
-    "path",
-    "remote_country",
-    "remote_asn",
-    "remote_as_name",
-    "processing_cost_usd",
+/// The columns a report needs beyond the first schema version (4: the initiator and the
+/// instance type; 5: the egress path, the remote place and network, the processing charge; 6:
+/// the per-connection detail, which keeps what `flows` no longer does).
+const REQUIRED_COLUMNS: [(&str, &str); 8] = [
+    ("flows", "local_initiated"),
+    ("flows", "local_instance_type"),
+    ("flows", "path"),
+    ("flows", "remote_country"),
+    ("flows", "remote_asn"),
+    ("flows", "remote_as_name"),
+    ("flows", "processing_cost_usd"),
+    ("connection_minutes", "interval_start"),
 ];
 
 /// Builds the report over `options.range`.
 pub async fn build(connection: &Connection, options: &Options) -> Result<Report, ReportError> {
     let database = connection.database.as_str();
-    let rollups = check_schema(connection).await? && options.rollups;
+    let rollups = check_schema(connection).await?;
     let range = options.range;
-    let (coverage, coverage_previous) = if rollups {
+    let (coverage, coverage_previous) = if options.rollups {
         (
-            coverage(connection, range).await?,
-            coverage(connection, range.previous()).await?,
+            coverage(connection, &rollups, range).await?,
+            coverage(connection, &rollups, range.previous()).await?,
         )
     } else {
         (Coverage::default(), Coverage::default())
@@ -260,14 +262,14 @@ fn is_empty(by_class: &Table) -> bool {
         .all(|row| row[1].as_u64() == Some(0) && row[2].as_u64() == Some(0))
 }
 
-/// Checks that the database holds `flows` with the columns the report reads; returns whether
-/// the rollups are there too.
-async fn check_schema(connection: &Connection) -> Result<bool, ReportError> {
+/// Checks that the database holds `flows` with the columns the report reads; returns the
+/// tables recomputed from it that are there too (none without their change marks).
+async fn check_schema(connection: &Connection) -> Result<Vec<Source>, ReportError> {
     let database = &connection.database;
     let sql = format!(
         "SELECT table, name FROM system.columns WHERE database = {} \
-         AND table IN ('flows', 'flows_per_minute', 'flows_per_hour', 'rollup_changes', \
-         'rollup_watermarks')",
+         AND table IN ('flows', 'connection_minutes', 'flows_per_minute', 'flows_per_hour', \
+         'rollup_changes', 'rollup_watermarks')",
         quote(database)
     );
     let columns = fetch(connection, &sql, "schema").await?;
@@ -283,24 +285,43 @@ async fn check_schema(connection: &Connection) -> Result<bool, ReportError> {
             url: connection.url.clone(),
         });
     }
-    if let Some(column) = REQUIRED_COLUMNS.iter().find(|c| !has("flows", c)) {
+    if let Some((table, column)) = REQUIRED_COLUMNS.iter().find(|(t, c)| !has(t, c)) {
         return Err(ReportError::OldSchema {
             database: database.clone(),
+            table: table.to_string(),
             column: column.to_string(),
         });
     }
-    Ok(["flows_per_minute", "flows_per_hour"]
-        .iter()
-        .all(|t| has(t, "interval_start"))
-        && has("rollup_changes", "marked_at")
-        && has("rollup_watermarks", "refreshed_at"))
+    if !has("rollup_changes", "marked_at") || !has("rollup_watermarks", "refreshed_at") {
+        return Ok(Vec::new());
+    }
+    Ok([
+        Source::ConnectionMinutes,
+        Source::MinuteRollup,
+        Source::HourRollup,
+    ]
+    .into_iter()
+    .filter(|s| has(s.table(), "interval_start"))
+    .collect())
 }
 
-/// What the rollups hold for `range` (see [`plan`]).
-async fn coverage(connection: &Connection, range: TimeRange) -> Result<Coverage, ReportError> {
+/// What the tables recomputed from `flows` (`present`) hold for `range` (see [`plan`]).
+async fn coverage(
+    connection: &Connection,
+    present: &[Source],
+    range: TimeRange,
+) -> Result<Coverage, ReportError> {
     let db = &connection.database;
     let mut states = Vec::new();
-    for source in [Source::MinuteRollup, Source::HourRollup] {
+    for source in [
+        Source::ConnectionMinutes,
+        Source::MinuteRollup,
+        Source::HourRollup,
+    ] {
+        if !present.contains(&source) {
+            states.push(None);
+            continue;
+        }
         let table = source.table();
         let sql = format!(
             "SELECT
@@ -326,8 +347,9 @@ async fn coverage(connection: &Connection, range: TimeRange) -> Result<Coverage,
         states.push(state);
     }
     Ok(Coverage {
-        minute: states[0],
-        hour: states[1],
+        connection: states[0],
+        minute: states[1],
+        hour: states[2],
     })
 }
 

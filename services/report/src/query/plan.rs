@@ -1,5 +1,5 @@
 //! Which table answers which part of a time range: the per-hour rollup, the per-minute rollup,
-//! or `flows` itself.
+//! the per-connection detail (`connection_minutes`), or `flows` itself.
 //!
 //! # The rule
 //!
@@ -20,7 +20,12 @@
 //! - The hour rollup answers whole hours, and only for questions that group time by whole hours
 //!   (per day, or not at all); the minute rollup whole minutes (every range is whole minutes).
 //!
-//! Both rollups and `flows` are read with `FINAL`, so the sums are the same from any of them:
+//! - A question the rollups cannot answer (pods, addresses, nodes) reads `connection_minutes`
+//!   where it is complete, by the same rule, and `flows` elsewhere: `flows` keeps records for
+//!   `--record-ttl-days` only, the detail for `--ttl-days`. A question about a record's exact
+//!   interval (a node's throughput) reads `flows` alone.
+//!
+//! Every table is read with `FINAL`, so the sums are the same from any of them:
 //! the plan changes the cost of a question, never its answer (tested). A refresh that was
 //! reading `flows` while an insert was being committed can miss that insert although its mark
 //! is older than the watermark; the next refresh, within a minute, recomputes the bucket.
@@ -31,6 +36,8 @@ use crate::options::TimeRange;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     Flows,
+    /// The per-connection detail: every column of `flows` but a record's exact interval.
+    ConnectionMinutes,
     MinuteRollup,
     HourRollup,
 }
@@ -39,6 +46,7 @@ impl Source {
     pub fn table(self) -> &'static str {
         match self {
             Source::Flows => "flows",
+            Source::ConnectionMinutes => "connection_minutes",
             Source::MinuteRollup => "flows_per_minute",
             Source::HourRollup => "flows_per_hour",
         }
@@ -70,6 +78,7 @@ pub struct RollupState {
 /// refreshed, or the report was asked not to use rollups.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Coverage {
+    pub connection: Option<RollupState>,
     pub minute: Option<RollupState>,
     pub hour: Option<RollupState>,
 }
@@ -83,11 +92,15 @@ pub fn plan(range: TimeRange, coverage: &Coverage, resolution: Option<u64>) -> V
     let (a, b) = (range.from, range.to);
     let hour_fits = resolution.is_none_or(|r| r.is_multiple_of(HOUR));
     // The part each rollup answers: [lo, hi), empty when lo >= hi.
-    let minute = coverage.minute.and_then(|m| {
-        let lo = a.max(m.earliest?).div_ceil(MINUTE) * MINUTE;
-        let hi = m.pending_from.map_or(b, |p| p.min(b)) / MINUTE * MINUTE;
-        Some((lo, hi))
-    });
+    let by_minute = |state: Option<RollupState>| {
+        state.and_then(|m| {
+            let lo = a.max(m.earliest?).div_ceil(MINUTE) * MINUTE;
+            let hi = m.pending_from.map_or(b, |p| p.min(b)) / MINUTE * MINUTE;
+            Some((lo, hi))
+        })
+    };
+    let minute = by_minute(coverage.minute);
+    let connection = by_minute(coverage.connection);
     let hour = coverage.hour.filter(|_| hour_fits).and_then(|h| {
         let lo = a.max(h.earliest?).div_ceil(HOUR) * HOUR;
         // An hour is recomputed from its minutes: a pending minute makes its hour pending.
@@ -104,7 +117,7 @@ pub fn plan(range: TimeRange, coverage: &Coverage, resolution: Option<u64>) -> V
         part.is_some_and(|(lo, hi)| lo <= x && y <= hi && lo < hi)
     };
     let mut cuts = vec![a, b];
-    for (lo, hi) in [minute, hour].into_iter().flatten() {
+    for (lo, hi) in [minute, hour, connection].into_iter().flatten() {
         cuts.extend([lo, hi].into_iter().filter(|t| a < *t && *t < b));
     }
     cuts.sort_unstable();
@@ -116,6 +129,8 @@ pub fn plan(range: TimeRange, coverage: &Coverage, resolution: Option<u64>) -> V
             Source::HourRollup
         } else if inside(minute, x, y) {
             Source::MinuteRollup
+        } else if inside(connection, x, y) {
+            Source::ConnectionMinutes
         } else {
             Source::Flows
         };
@@ -156,6 +171,7 @@ mod tests {
             to: 12 * H,
         };
         let coverage = Coverage {
+            connection: None,
             minute: complete(0),
             hour: complete(0),
         };
@@ -181,6 +197,7 @@ mod tests {
             to: 13 * H + 20 * M,
         };
         let coverage = Coverage {
+            connection: None,
             minute: Some(RollupState {
                 earliest: Some(0),
                 pending_from: Some(13 * H + 10 * M),
@@ -205,6 +222,7 @@ mod tests {
             to: 14 * H,
         };
         let coverage = Coverage {
+            connection: None,
             minute: Some(RollupState {
                 earliest: Some(0),
                 pending_from: Some(12 * H + 30 * M),
@@ -228,6 +246,7 @@ mod tests {
             to: 14 * H,
         };
         let coverage = Coverage {
+            connection: None,
             minute: complete(11 * H + 30 * M),
             hour: None,
         };
@@ -239,12 +258,51 @@ mod tests {
             ]
         );
         let empty = Coverage {
+            connection: None,
             minute: Some(RollupState::default()),
             hour: Some(RollupState::default()),
         };
         assert_eq!(
             plan(range, &empty, None),
             vec![piece(Source::Flows, 10 * H, 14 * H)]
+        );
+    }
+
+    #[test]
+    fn the_connection_detail_answers_where_no_rollup_does_and_flows_where_it_is_pending() {
+        let range = TimeRange {
+            from: 10 * H,
+            to: 14 * H,
+        };
+        // The rollups only from 12:00, the detail from 11:00 up to a pending minute at 13:30.
+        let coverage = Coverage {
+            connection: Some(RollupState {
+                earliest: Some(11 * H),
+                pending_from: Some(13 * H + 30 * M),
+            }),
+            minute: complete(12 * H),
+            hour: None,
+        };
+        assert_eq!(
+            plan(range, &coverage, None),
+            vec![
+                piece(Source::Flows, 10 * H, 11 * H),
+                piece(Source::ConnectionMinutes, 11 * H, 12 * H),
+                piece(Source::MinuteRollup, 12 * H, 14 * H),
+            ]
+        );
+        // A question the rollups cannot answer sees the detail only.
+        let detail = Coverage {
+            connection: coverage.connection,
+            ..Coverage::default()
+        };
+        assert_eq!(
+            plan(range, &detail, None),
+            vec![
+                piece(Source::Flows, 10 * H, 11 * H),
+                piece(Source::ConnectionMinutes, 11 * H, 13 * H + 30 * M),
+                piece(Source::Flows, 13 * H + 30 * M, 14 * H),
+            ]
         );
     }
 }

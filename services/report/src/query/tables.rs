@@ -577,6 +577,21 @@ fn balance_ctes(inputs: &Inputs) -> String {
         .map(|c| format!(" AND cluster = {}", quote(c)))
         .unwrap_or_default();
     let db = inputs.context.database;
+    // Both tables: records that are not in the detail yet, and the detail of what `flows` no
+    // longer keeps (a pod seen twice counts once).
+    let pods = ["flows", "connection_minutes"]
+        .iter()
+        .flat_map(|table| {
+            ["local", "remote"].map(|side| {
+                format!(
+                    "        SELECT concat({side}_namespace, '/', {side}_workload_name) AS server, \
+                     {side}_pod AS pod\n        FROM {db}.{table} FINAL\n        \
+                     WHERE {time}{cluster} AND {side}_workload_name != '' AND {side}_pod != ''"
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n        UNION ALL\n");
     // The client's records of the connections it opened to a pod of a workload.
     let traffic = Traffic {
         scope: Some("local_initiated AND remote_workload_name != '' AND remote_pod != ''".into()),
@@ -608,13 +623,7 @@ replicas AS
     SELECT server, uniqExact(pod) AS server_pods
     FROM
     (
-        SELECT concat(local_namespace, '/', local_workload_name) AS server, local_pod AS pod
-        FROM {db}.flows FINAL
-        WHERE {time}{cluster} AND local_workload_name != '' AND local_pod != ''
-        UNION ALL
-        SELECT concat(remote_namespace, '/', remote_workload_name) AS server, remote_pod AS pod
-        FROM {db}.flows FINAL
-        WHERE {time}{cluster} AND remote_workload_name != '' AND remote_pod != ''
+{pods}
     )
     GROUP BY server
 ),

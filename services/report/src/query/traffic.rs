@@ -106,6 +106,11 @@ impl Col {
         }
     }
 
+    /// Whether `connection_minutes` holds it: all but a record's exact interval.
+    pub fn in_connection_minutes(self) -> bool {
+        !matches!(self, Col::IntervalStart | Col::IntervalSeconds)
+    }
+
     /// Whether the rollups hold it.
     pub fn in_rollups(self) -> bool {
         matches!(
@@ -230,14 +235,30 @@ impl Traffic<'_> {
         let rollups_hold_it = self.columns.iter().all(|c| c.in_rollups())
             && self.scope.is_none()
             && self.endpoint_filter == EndpointFilter::Own;
+        let detail_holds_it = self.columns.iter().all(|c| c.in_connection_minutes());
+        // The tables that hold every column the question reads.
+        let usable = |coverage: &Coverage| {
+            if rollups_hold_it {
+                *coverage
+            } else if detail_holds_it {
+                Coverage {
+                    connection: coverage.connection,
+                    ..Coverage::default()
+                }
+            } else {
+                Coverage::default()
+            }
+        };
+        let (current, before) = (
+            usable(&context.coverage),
+            usable(&context.coverage_previous),
+        );
         let (range, previous) = (context.range, context.range.previous());
-        if !rollups_hold_it {
-            plan(self.range, &Coverage::default(), self.resolution)
-        } else if self.range == range {
-            plan(range, &context.coverage, self.resolution)
+        if self.range == range {
+            plan(range, &current, self.resolution)
         } else if self.range.to == range.to && self.range.from == previous.from {
-            let mut pieces = plan(previous, &context.coverage_previous, self.resolution);
-            for piece in plan(range, &context.coverage, self.resolution) {
+            let mut pieces = plan(previous, &before, self.resolution);
+            for piece in plan(range, &current, self.resolution) {
                 // Both end on a bucket of their table: one piece reads the same rows.
                 match pieces.last_mut() {
                     Some(last) if last.source == piece.source && last.to == piece.from => {
@@ -366,6 +387,7 @@ mod tests {
             pending_from: None,
         });
         let coverage = Coverage {
+            connection: complete,
             minute: complete,
             hour: complete,
         };
@@ -418,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn workload_questions_read_flows_and_quote_filters() {
+    fn workload_questions_read_the_detail_and_quote_filters() {
         let range = TimeRange {
             from: 36_000,
             to: 43_200,
@@ -433,12 +455,20 @@ mod tests {
             ..Traffic::flows(&[Col::Workload, Col::Bytes], range)
         };
         let sql = traffic.cte(&context(&filters, range));
-        assert!(sql.contains("FROM netmeter.flows FINAL"), "{sql}");
+        assert!(
+            sql.contains("FROM netmeter.connection_minutes FINAL"),
+            "{sql}"
+        );
         assert!(
             !sql.contains("UNION ALL"),
             "INTER_ZONE has no mirror: {sql}"
         );
         assert!(sql.contains("local_namespace = 'sh\\'op'"), "{sql}");
         assert!(sql.contains("AND class = 'INTER_ZONE'"), "{sql}");
+        // A record's own interval is in flows only.
+        let intervals = Traffic::flows(&[Col::IntervalStart, Col::Bytes], range);
+        let sql = intervals.cte(&context(&filters, range));
+        assert!(sql.contains("FROM netmeter.flows FINAL"), "{sql}");
+        assert!(!sql.contains("connection_minutes"), "{sql}");
     }
 }

@@ -21,12 +21,16 @@
 //! (`/var/lib/clickhouse/format_schemas/` by default) for the default `flow.proto:Flow`, written
 //! by [`write_format_schema`] or copied from `proto/netmeter/flow.proto`. clickhouse-local (our
 //! test launcher) resolves it against its working directory, or takes an absolute path.
+//!
+//! On a cluster ([`create_kafka_engine_on_cluster`]) every node consumes in the same group and
+//! writes into the `Distributed` `flows` (see [`super::cluster`]).
 
 use std::path::{Path, PathBuf};
 
 use netmeter_proto::flow_fields::{self, FieldType};
 use netmeter_proto::{SCHEMA_HEADER, Schema};
 
+use super::cluster::{Cluster, Layout};
 use super::migrations::SCHEMA_VERSION;
 use super::tables::{escape, flow_columns};
 use super::{SchemaError, SchemaSettings, execute};
@@ -143,6 +147,29 @@ pub async fn create_kafka_engine(
     settings.validate()?;
     for statement in statements(settings, kafka) {
         execute(client, &statement).await?;
+    }
+    Ok(())
+}
+
+/// [`create_kafka_engine`] on a cluster: the Kafka table and its views on every node (one
+/// consumer group), with `ON CLUSTER` when the cluster replicates, else on the node `client`
+/// talks to (run it on every node). `flows_kafka_mv` writes into the `Distributed` `flows`, so
+/// the sharding key, not the consuming node, decides where a record is stored.
+pub async fn create_kafka_engine_on_cluster(
+    client: &clickhouse::Client,
+    settings: &SchemaSettings,
+    kafka: &KafkaEngineSettings,
+    cluster: &Cluster,
+) -> Result<(), SchemaError> {
+    settings.validate()?;
+    cluster.validate().map_err(SchemaError::Settings)?;
+    let layout = Layout::Cluster(cluster);
+    for statement in statements(settings, kafka) {
+        execute(
+            client,
+            &layout.kafka_statement(&statement, &settings.database),
+        )
+        .await?;
     }
     Ok(())
 }

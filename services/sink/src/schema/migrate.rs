@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
+use super::cluster::{self, Cluster, Layout};
 use super::migrations::{MIGRATIONS, SCHEMA_VERSION};
 use super::tables::{self, Table, escape};
 use super::{
@@ -29,6 +30,39 @@ pub async fn migrate_to(
     settings: &SchemaSettings,
     target: u32,
 ) -> Result<MigrationReport, SchemaError> {
+    migrate_in(client, settings, target, Layout::Single).await
+}
+
+/// [`migrate`] on a cluster (see [`super::cluster`]): with replication, the whole cluster
+/// through `ON CLUSTER` statements; without, the node `client` talks to (run it on every node).
+pub async fn migrate_cluster(
+    client: &clickhouse::Client,
+    settings: &SchemaSettings,
+    cluster: &Cluster,
+) -> Result<MigrationReport, SchemaError> {
+    cluster.validate().map_err(SchemaError::Settings)?;
+    migrate_in(client, settings, SCHEMA_VERSION, Layout::Cluster(cluster)).await
+}
+
+/// Runs every statement as `layout` lays the schema out.
+async fn run(
+    client: &clickhouse::Client,
+    settings: &SchemaSettings,
+    layout: Layout<'_>,
+    statement: &str,
+) -> Result<(), SchemaError> {
+    for statement in layout.statements(statement, settings) {
+        execute(client, &statement).await?;
+    }
+    Ok(())
+}
+
+async fn migrate_in(
+    client: &clickhouse::Client,
+    settings: &SchemaSettings,
+    target: u32,
+    layout: Layout<'_>,
+) -> Result<MigrationReport, SchemaError> {
     settings.validate()?;
     let db = &settings.database;
     let mut report = MigrationReport {
@@ -39,13 +73,20 @@ pub async fn migrate_to(
         changes: Vec::new(),
     };
     let live = LiveSchema::read(client, db).await?;
-    check_types(&live, settings)?;
+    check_types(&live, settings, layout)?;
     if !live.database_exists {
-        execute(client, &format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
+        run(
+            client,
+            settings,
+            layout,
+            &format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        )
+        .await?;
         report.changes.push(SchemaChange::CreatedDatabase);
     }
     if !live.tables.contains_key("schema_migrations") {
-        execute(client, &tables::schema_migrations().create(db)).await?;
+        let create = tables::schema_migrations().create(db);
+        run(client, settings, layout, &create).await?;
         report
             .changes
             .push(SchemaChange::CreatedTable("schema_migrations".into()));
@@ -76,7 +117,7 @@ pub async fn migrate_to(
         .filter(|m| m.version <= target && !applied.contains(&m.version))
     {
         for statement in migration.statements(settings) {
-            execute(client, &statement).await?;
+            run(client, settings, layout, &statement).await?;
         }
         execute(
             client,
@@ -95,101 +136,121 @@ pub async fn migrate_to(
         report.version = report.version.max(migration.version);
     }
     if target >= SCHEMA_VERSION {
-        converge(client, settings, &mut report).await?;
+        converge(client, settings, layout, &mut report).await?;
     }
     Ok(report)
 }
 
-/// Brings the live schema to the current one, never dropping or retyping anything.
+/// Brings the live schema to the current one, never dropping or retyping anything. Statements
+/// are written for a single server and run as `layout` lays them out (on a cluster: a column
+/// reaches the `_local` and the `Distributed` table, indexes and TTL only the `_local` one).
 async fn converge(
     client: &clickhouse::Client,
     settings: &SchemaSettings,
+    layout: Layout<'_>,
     report: &mut MigrationReport,
 ) -> Result<(), SchemaError> {
     let db = &settings.database;
     let live = LiveSchema::read(client, db).await?;
-    check_types(&live, settings)?;
+    check_types(&live, settings, layout)?;
     let mut changes = Vec::new();
     for table in tables::tables(settings) {
-        let Some(live_table) = live.tables.get(table.name) else {
-            execute(client, &table.create(db)).await?;
-            changes.push(SchemaChange::CreatedTable(table.name.into()));
-            continue;
-        };
-        let live_columns = live.columns.get(table.name);
+        let objects = layout.objects(&table);
+        let mut existing = Vec::new();
+        for object in &objects {
+            if live.tables.contains_key(&object.name) {
+                existing.push(object);
+                continue;
+            }
+            let create = if object.distributed {
+                layout.create_distributed(&table, db)
+            } else {
+                layout.statements(&table.create(db), settings).remove(0)
+            };
+            execute(client, &create).await?;
+            changes.push(SchemaChange::CreatedTable(object.name.clone()));
+        }
         let mut previous: Option<&str> = None;
         for column in &table.columns {
-            if live_columns.is_none_or(|c| !c.contains_key(&column.name)) {
+            let lacking: Vec<&&cluster::Object> = existing
+                .iter()
+                .filter(|o| {
+                    live.columns
+                        .get(&o.name)
+                        .is_none_or(|c| !c.contains_key(&column.name))
+                })
+                .collect();
+            if !lacking.is_empty() {
                 let position = match previous {
                     Some(p) => format!("AFTER {p}"),
                     None => "FIRST".into(),
                 };
-                execute(
-                    client,
-                    &format!(
-                        "ALTER TABLE {db}.{} ADD COLUMN IF NOT EXISTS {} {position}",
-                        table.name,
-                        column.definition()
-                    ),
-                )
-                .await?;
-                changes.push(SchemaChange::AddedColumn {
-                    table: table.name.into(),
+                let add = format!(
+                    "ALTER TABLE {db}.{} ADD COLUMN IF NOT EXISTS {} {position}",
+                    table.name,
+                    column.definition()
+                );
+                run(client, settings, layout, &add).await?;
+                changes.extend(lacking.iter().map(|o| SchemaChange::AddedColumn {
+                    table: o.name.clone(),
                     column: column.name.clone(),
-                });
+                }));
             }
             previous = Some(&column.name);
         }
+        // Indexes and TTL belong to the table that holds the data, not a Distributed one.
+        let Some(data) = existing.iter().find(|o| !o.distributed) else {
+            continue;
+        };
+        let alter = format!("ALTER TABLE {db}.{}", table.name);
         for index in &table.indexes {
             if !live
                 .indexes
-                .contains(&(table.name.to_string(), index.name.to_string()))
+                .contains(&(data.name.clone(), index.name.to_string()))
             {
-                let alter = format!("ALTER TABLE {db}.{}", table.name);
-                execute(
-                    client,
-                    &format!(
-                        "{alter} ADD INDEX IF NOT EXISTS {} {} TYPE {} GRANULARITY {}",
-                        index.name, index.expression, index.kind, index.granularity
-                    ),
-                )
-                .await?;
-                execute(client, &format!("{alter} MATERIALIZE INDEX {}", index.name)).await?;
+                let add = format!(
+                    "{alter} ADD INDEX IF NOT EXISTS {} {} TYPE {} GRANULARITY {}",
+                    index.name, index.expression, index.kind, index.granularity
+                );
+                run(client, settings, layout, &add).await?;
+                let materialize = format!("{alter} MATERIALIZE INDEX {}", index.name);
+                run(client, settings, layout, &materialize).await?;
                 changes.push(SchemaChange::AddedIndex {
-                    table: table.name.into(),
+                    table: data.name.clone(),
                     index: index.name.into(),
                 });
             }
         }
         if let Some(ttl) = &table.ttl
+            && let Some(live_table) = live.tables.get(&data.name)
             && live_ttl(&live_table.engine_full) != Some(ttl.as_str())
         {
-            execute(
+            run(
                 client,
-                &format!("ALTER TABLE {db}.{} MODIFY TTL {ttl}", table.name),
+                settings,
+                layout,
+                &format!("{alter} MODIFY TTL {ttl}"),
             )
             .await?;
             changes.push(SchemaChange::ModifiedTtl {
-                table: table.name.into(),
+                table: data.name.clone(),
                 ttl: ttl.clone(),
             });
         }
     }
     for view in tables::views(settings) {
-        match live.tables.get(view.name) {
+        match live.tables.get(view.name.as_str()) {
             None => {
-                execute(client, &view.create()).await?;
-                changes.push(SchemaChange::CreatedView(view.name.into()));
+                run(client, settings, layout, &view.create()).await?;
+                changes.push(SchemaChange::CreatedView(view.name.clone()));
             }
             Some(live_view) if live_view.comment != view.comment => {
                 let alter = format!("ALTER TABLE {db}.{}", view.name);
-                execute(client, &format!("{alter} MODIFY QUERY\n{}", view.query)).await?;
-                execute(
-                    client,
-                    &format!("{alter} MODIFY COMMENT '{}'", escape(&view.comment)),
-                )
-                .await?;
-                changes.push(SchemaChange::ModifiedView(view.name.into()));
+                let modify = format!("{alter} MODIFY QUERY\n{}", view.query);
+                run(client, settings, layout, &modify).await?;
+                let comment = format!("{alter} MODIFY COMMENT '{}'", escape(&view.comment));
+                run(client, settings, layout, &comment).await?;
+                changes.push(SchemaChange::ModifiedView(view.name.clone()));
             }
             Some(_) => {}
         }
@@ -201,23 +262,34 @@ async fn converge(
     Ok(())
 }
 
-/// A column of the current schema whose live type differs is an error; nothing is changed.
-fn check_types(live: &LiveSchema, settings: &SchemaSettings) -> Result<(), SchemaError> {
+/// A column of the current schema whose live type differs is an error, and so is a table whose
+/// engine does not fit the layout (a `Distributed` table where data belongs, or the reverse);
+/// nothing is changed.
+fn check_types(
+    live: &LiveSchema,
+    settings: &SchemaSettings,
+    layout: Layout<'_>,
+) -> Result<(), SchemaError> {
     for table in tables::tables(settings) {
-        let Some(columns) = live.columns.get(table.name) else {
-            continue;
-        };
-        for (name, actual) in columns {
-            if let Some(expected) = Table::column(&table, name)
-                && expected.ty != actual
-            {
-                return Err(SchemaError::ColumnType {
-                    database: settings.database.clone(),
-                    table: table.name.into(),
-                    column: name.clone(),
-                    expected: expected.ty.into(),
-                    actual: actual.clone(),
-                });
+        for object in layout.objects(&table) {
+            if let Some(live_table) = live.tables.get(&object.name) {
+                layout.check_engine(&settings.database, &object, &live_table.engine_full)?;
+            }
+            let Some(columns) = live.columns.get(&object.name) else {
+                continue;
+            };
+            for (name, actual) in columns {
+                if let Some(expected) = Table::column(&table, name)
+                    && expected.ty != actual
+                {
+                    return Err(SchemaError::ColumnType {
+                        database: settings.database.clone(),
+                        table: object.name.clone(),
+                        column: name.clone(),
+                        expected: expected.ty.into(),
+                        actual: actual.clone(),
+                    });
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use super::rollups::{Rollup, recompute_window_days};
 use super::tables;
 
 /// The schema version this sink writes and expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// One step of the schema.
 pub struct Migration {
@@ -60,6 +60,11 @@ pub static MIGRATIONS: &[Migration] = &[
         version: 5,
         description: "flows.path, remote_country, remote_asn, remote_as_name, processing_cost_usd",
         statements: v5,
+    },
+    Migration {
+        version: 6,
+        description: "connection_minutes: the per-connection detail, filled from flows",
+        statements: v6,
     },
 ];
 
@@ -156,6 +161,9 @@ SELECT DISTINCT 'flows_per_minute', toStartOfMinute(interval_start), now64(3, 'U
 FROM {db}.flows
 WHERE interval_start >= now() - INTERVAL {window_days} DAY";
 
+/// The rollups version 3 created.
+const V3_ROLLUPS: [Rollup; 2] = [Rollup::Minute, Rollup::Hour];
+
 fn v3(settings: &SchemaSettings) -> Vec<String> {
     let db = &settings.database;
     let mut statements = vec![
@@ -164,22 +172,14 @@ fn v3(settings: &SchemaSettings) -> Vec<String> {
         tables::rollup_table(Rollup::Minute, settings.minute_rollup_ttl_days).create(db),
         tables::rollup_table(Rollup::Hour, settings.hour_rollup_ttl_days).create(db),
     ];
+    statements.extend(V3_ROLLUPS.iter().map(|r| r.changes_view(settings).create()));
     statements.extend(
-        Rollup::ALL
-            .iter()
-            .map(|r| r.changes_view(settings).create()),
-    );
-    statements.extend(
-        Rollup::ALL
+        V3_ROLLUPS
             .iter()
             .map(|r| r.watermark_view(settings).create()),
     );
     statements.push(substitute(V3_BACKFILL, settings));
-    statements.extend(
-        Rollup::ALL
-            .iter()
-            .map(|r| r.refresh_view(settings).create()),
-    );
+    statements.extend(V3_ROLLUPS.iter().map(|r| r.refresh_view(settings).create()));
     statements
 }
 
@@ -210,6 +210,27 @@ fn v5(settings: &SchemaSettings) -> Vec<String> {
     V5.iter().map(|s| substitute(s, settings)).collect()
 }
 
+/// The per-connection detail: its table and views first (so every insert from then on is
+/// marked), then every minute `flows` holds summed into it, all of them, and only then `flows`
+/// cut to `--record-ttl-days`. Then the refresh view keeps
+/// it. The fill's rows carry the fill's start as `refreshed_at`, so the refresh that follows
+/// picks up the marks of the inserts that ran during the fill (the margin).
+fn v6(settings: &SchemaSettings) -> Vec<String> {
+    let db = &settings.database;
+    let connection = Rollup::Connection;
+    vec![
+        tables::rollup_table(connection, settings.ttl_days).create(db),
+        connection.changes_view(settings).create(),
+        connection.watermark_view(settings).create(),
+        connection.backfill(db),
+        connection.refresh_view(settings).create(),
+        format!(
+            "ALTER TABLE {db}.flows MODIFY TTL {}",
+            tables::flows_ttl(settings.record_ttl_days)
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +248,8 @@ mod tests {
         let mut v1_table = tables::flows(&settings);
         v1_table.columns = tables::flow_columns(1);
         v1_table.indexes.clear();
+        // Version 1's flows kept `--ttl-days`; since version 6 it keeps `--record-ttl-days`.
+        v1_table.ttl = Some(tables::flows_ttl(settings.ttl_days));
         assert_eq!(
             v1(&settings),
             vec![v1_table.create(&settings.database)],

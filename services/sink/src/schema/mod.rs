@@ -63,6 +63,7 @@
 //! them misses. Adding a field: `flow.proto`, the place that fills it, a column in
 //! `tables::flow_columns` gated on a new schema version, and that version's migration.
 
+pub mod cluster;
 pub mod kafka_engine;
 mod migrate;
 pub mod migrations;
@@ -73,10 +74,11 @@ pub(crate) mod tables;
 
 use std::fmt;
 
+pub use cluster::{Cluster, Replication};
 pub use kafka_engine::{KafkaEngineSettings, create_kafka_engine, write_format_schema};
-pub use migrate::migrate;
 #[doc(hidden)]
 pub use migrate::migrate_to;
+pub use migrate::{migrate, migrate_cluster};
 pub use migrations::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use rollups::{DIMENSIONS, Rollup, refresh_rollups, refresh_rollups_now};
 
@@ -90,7 +92,8 @@ pub const DEFAULT_DATABASE: &str = "netmeter";
 pub struct SchemaSettings {
     #[arg(skip = String::from(DEFAULT_DATABASE))]
     pub database: String,
-    /// Days `flows` keeps a record (applied to the table at start-up).
+    /// Days `connection_minutes`, the per-connection detail, keeps a row (applied to the table
+    /// at start-up).
     #[arg(
         long = "ttl-days",
         env = "NETMETER_TTL_DAYS",
@@ -98,6 +101,15 @@ pub struct SchemaSettings {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub ttl_days: u32,
+    /// Days `flows` keeps a record: what a replay or late data can still change. Keep it at
+    /// least the enriched topic's retention.
+    #[arg(
+        long = "record-ttl-days",
+        env = "NETMETER_RECORD_TTL_DAYS",
+        default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub record_ttl_days: u32,
     /// Days `flows_per_minute` keeps a bucket.
     #[arg(
         long = "rollup-minute-ttl-days",
@@ -122,6 +134,7 @@ impl SchemaSettings {
         SchemaSettings {
             database: database.into(),
             ttl_days: 90,
+            record_ttl_days: 7,
             minute_rollup_ttl_days: 30,
             hour_rollup_ttl_days: 400,
         }
@@ -143,6 +156,7 @@ impl SchemaSettings {
         }
         for (name, days) in [
             ("--ttl-days", self.ttl_days),
+            ("--record-ttl-days", self.record_ttl_days),
             ("--rollup-minute-ttl-days", self.minute_rollup_ttl_days),
             ("--rollup-hour-ttl-days", self.hour_rollup_ttl_days),
         ] {

@@ -106,7 +106,7 @@ impl Table {
 /// setting shows up as a changed comment and the query is replaced (`MODIFY QUERY`).
 #[derive(Clone, Debug)]
 pub(crate) struct View {
-    pub name: &'static str,
+    pub name: String,
     /// `CREATE MATERIALIZED VIEW IF NOT EXISTS ... AS`, without the query and comment.
     pub head: String,
     pub query: String,
@@ -263,7 +263,7 @@ pub(crate) fn flows(settings: &SchemaSettings) -> Table {
         columns: flow_columns(SCHEMA_VERSION),
         indexes: flow_indexes(),
         engine: FLOWS_ENGINE.into(),
-        ttl: Some(flows_ttl(settings.ttl_days)),
+        ttl: Some(flows_ttl(settings.record_ttl_days)),
         settings: FLOWS_SETTINGS,
     }
 }
@@ -322,23 +322,88 @@ pub(crate) fn rollup_watermarks() -> Table {
     }
 }
 
-/// A rollup table: one row per bucket and dimensions, replaced by each recomputation
-/// (`refreshed_at`), or deleted (`is_deleted = 1`) when a recomputation no longer has it.
+/// The columns of `flows` that `connection_minutes` keys its rows by: every attribute of a
+/// record, in the table's key order. The time and the connection's ends come first, so the rows
+/// of a connection sit together and the columns compress (kubenetmon's order).
+pub(crate) fn connection_dimensions() -> Vec<String> {
+    const FIRST: [&str; 12] = [
+        "cluster",
+        "direction",
+        "protocol",
+        "local_app",
+        "remote_app",
+        "local_pod",
+        "remote_pod",
+        "class",
+        "local_ip",
+        "local_port",
+        "remote_ip",
+        "remote_port",
+    ];
+    const NOT_DIMENSIONS: [&str; 5] = [
+        "record_id",
+        "generation",
+        "interval_start_unix_ms",
+        "interval_start",
+        "interval_seconds",
+    ];
+    let mut dimensions: Vec<String> = FIRST.iter().map(|d| d.to_string()).collect();
+    dimensions.extend(
+        flow_columns(SCHEMA_VERSION)
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|name| {
+                !FIRST.contains(&name.as_str())
+                    && !NOT_DIMENSIONS.contains(&name.as_str())
+                    && !rollups::CONNECTION_SUMS.contains(&name.as_str())
+            }),
+    );
+    dimensions
+}
+
+/// A table recomputed from another: one row per bucket and dimensions, replaced by each
+/// recomputation (`refreshed_at`), or deleted (`is_deleted = 1`) when a recomputation no longer
+/// has it. The rollups' dimensions are names. The per-connection detail keeps the types of the
+/// `flows` columns, with the codecs that measured smallest for a row per connection and minute
+/// (`cargo bench -p netmeter-sink --bench storage`): ZSTD over every dictionary's indexes, pods
+/// as dictionaries too (a part holds a few thousand), ports as deltas along the key, and money as
+/// prices with `ALIAS` costs ([`rollups::Rollup::values`]).
 pub(crate) fn rollup_table(rollup: rollups::Rollup, ttl_days: u32) -> Table {
+    let flows = flow_columns(SCHEMA_VERSION);
+    let detail = |name: &str| {
+        let column = flows
+            .iter()
+            .find(|c| c.name == name)
+            .expect("a connection_minutes dimension is a flows column");
+        let (ty, extra) = match (column.ty, name) {
+            ("LowCardinality(String)", _) | (_, "local_pod" | "remote_pod") => {
+                ("LowCardinality(String)", "CODEC(ZSTD(1))")
+            }
+            ("UInt16", _) => ("UInt16", "CODEC(Delta, ZSTD(1))"),
+            ("UInt32", _) => ("UInt32", "CODEC(ZSTD(1))"),
+            (ty, _) => (ty, column.extra),
+        };
+        Column::new(name, ty, extra)
+    };
+    let dimensions = rollup.dimensions();
     let mut columns = vec![Column::new(
         "interval_start",
         "DateTime('UTC')",
         "CODEC(Delta(4), ZSTD(1))",
     )];
-    columns.extend(
-        rollups::DIMENSIONS
-            .iter()
-            .map(|d| Column::new(*d, "LowCardinality(String)", "")),
-    );
+    match rollup {
+        rollups::Rollup::Connection => columns.extend(dimensions.iter().map(|d| detail(d))),
+        rollups::Rollup::Minute | rollups::Rollup::Hour => columns.extend(
+            dimensions
+                .iter()
+                .map(|d| Column::new(d.as_str(), "LowCardinality(String)", "")),
+        ),
+    }
+    columns.extend(rollup.values().iter().map(|(name, _)| match *name {
+        "bytes" | "packets" => Column::new(*name, "UInt64", "CODEC(T64, ZSTD(1))"),
+        _ => Column::new(*name, "Float64", "CODEC(ZSTD(1))"),
+    }));
     columns.extend([
-        Column::new("bytes", "UInt64", "CODEC(T64, ZSTD(1))"),
-        Column::new("packets", "UInt64", "CODEC(T64, ZSTD(1))"),
-        Column::new("cost_usd", "Float64", "CODEC(ZSTD(1))"),
         Column::new("records", "UInt64", "CODEC(T64, ZSTD(1))"),
         Column::new(
             "refreshed_at",
@@ -347,6 +412,20 @@ pub(crate) fn rollup_table(rollup: rollups::Rollup, ttl_days: u32) -> Table {
         ),
         Column::new("is_deleted", "UInt8", ""),
     ]);
+    if rollup == rollups::Rollup::Connection {
+        columns.extend([
+            Column::new(
+                "cost_usd",
+                "Float64",
+                "ALIAS bytes * usd_per_gib / 1073741824",
+            ),
+            Column::new(
+                "processing_cost_usd",
+                "Float64",
+                "ALIAS bytes * processing_usd_per_gib / 1073741824",
+            ),
+        ]);
+    }
     Table {
         name: rollup.table(),
         columns,
@@ -356,7 +435,7 @@ pub(crate) fn rollup_table(rollup: rollups::Rollup, ttl_days: u32) -> Table {
              PARTITION BY {}\n\
              ORDER BY (interval_start, {})",
             rollup.partition_by(),
-            rollups::DIMENSIONS.join(", ")
+            dimensions.join(", ")
         ),
         ttl: Some(format!("interval_start + toIntervalDay({ttl_days})")),
         settings: "ttl_only_drop_parts = 1",
@@ -372,6 +451,7 @@ pub(crate) fn tables(settings: &SchemaSettings) -> Vec<Table> {
         rollup_watermarks(),
         rollup_table(rollups::Rollup::Minute, settings.minute_rollup_ttl_days),
         rollup_table(rollups::Rollup::Hour, settings.hour_rollup_ttl_days),
+        rollup_table(rollups::Rollup::Connection, settings.ttl_days),
     ]
 }
 
