@@ -14,6 +14,20 @@ pub async fn query_text(client: &::clickhouse::Client, sql: &str, format: &str) 
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// The output of `sql` as `TabSeparated`, the form most tests compare.
+pub async fn tsv(client: &::clickhouse::Client, sql: &str) -> String {
+    query_text(client, sql, "TabSeparated").await
+}
+
+/// Runs a statement; panics with it on error.
+pub async fn run(client: &::clickhouse::Client, sql: &str) {
+    client
+        .query_raw(sql)
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// [`query_text`] that returns errors (with the query) instead of panicking.
 pub async fn query_text_checked(
     client: &::clickhouse::Client,

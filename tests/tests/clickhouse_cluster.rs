@@ -15,7 +15,6 @@ mod fixture;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use clickhouse::Client;
 use netmeter_proto::flows::Flow;
 use netmeter_proto::{Schema, encode_flow};
 use netmeter_report::{Connection, Options, build};
@@ -28,23 +27,12 @@ use netmeter_sink::schema::{
     refresh_rollups_now,
 };
 use netmeter_tests::Stack;
+use netmeter_tests::clickhouse::{run, tsv as text};
 use netmeter_tests::clickhouse_cluster::ClickHouseCluster;
 use netmeter_tests::records::{TestProducer, now_ms};
 
 const CLUSTER: &str = "netmeter_test";
 const DB: &str = "netmeter";
-
-async fn text(client: &Client, sql: &str) -> String {
-    netmeter_tests::clickhouse::query_text(client, sql, "TabSeparated").await
-}
-
-async fn run(client: &Client, sql: &str) {
-    client
-        .query_raw(sql)
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
 fn sharded(replication: Replication) -> Cluster {
     Cluster::new(CLUSTER, replication)
@@ -411,6 +399,14 @@ async fn the_report_on_the_cluster_equals_the_report_on_one_server() {
             .await
             .unwrap();
     }
+    // Node 2's views do not run yet: its shard's buckets stay pending while node 1's are done.
+    let views = |command: &'static str| {
+        netmeter_sink::schema::Rollup::ALL
+            .map(move |r| format!("SYSTEM {command} VIEW metering.{}", r.refresh_view_name()))
+    };
+    for statement in views("STOP") {
+        run(&nodes.nodes[1].client(), &statement).await;
+    }
     run(
         &single
             .clone()
@@ -421,11 +417,42 @@ async fn the_report_on_the_cluster_equals_the_report_on_one_server() {
         ),
     )
     .await;
-    for node in &nodes.nodes {
-        refresh_rollups_now(&node.client(), &settings)
+    refresh_rollups_now(&nodes.nodes[0].client(), &settings)
+        .await
+        .unwrap();
+    let url = nodes.nodes[0].url();
+    let same_report = |rollups: bool| {
+        let url = url.clone();
+        async move {
+            let options = Options {
+                rollups,
+                ..Options::new(range)
+            };
+            let one = build(
+                &Connection::new(&url, "default", "", fixture::DATABASE),
+                &options,
+            )
             .await
             .unwrap();
+            let sharded = build(&Connection::new(&url, "default", "", "metering"), &options)
+                .await
+                .unwrap();
+            let (one, sharded) = (figures(&one), figures(&sharded));
+            assert!(one.iter().any(|(_, _, rows)| rows.len() > 10));
+            assert_eq!(one.len(), sharded.len());
+            for (a, b) in one.iter().zip(&sharded) {
+                assert_eq!(a, b, "rollups: {rollups}");
+            }
+        }
+    };
+    // Asked on node 1, the report sees node 2's pending buckets and reads flows for them.
+    same_report(true).await;
+    for statement in views("START") {
+        run(&nodes.nodes[1].client(), &statement).await;
     }
+    refresh_rollups_now(&nodes.nodes[1].client(), &settings)
+        .await
+        .unwrap();
     let on_shards: Vec<String> = {
         let mut counts = Vec::new();
         for node in &nodes.nodes {
@@ -438,27 +465,8 @@ async fn the_report_on_the_cluster_equals_the_report_on_one_server() {
         "both shards hold rows: {on_shards:?}"
     );
 
-    let url = nodes.nodes[0].url();
     for rollups in [true, false] {
-        let options = Options {
-            rollups,
-            ..Options::new(range)
-        };
-        let one = build(
-            &Connection::new(&url, "default", "", fixture::DATABASE),
-            &options,
-        )
-        .await
-        .unwrap();
-        let sharded = build(&Connection::new(&url, "default", "", "metering"), &options)
-            .await
-            .unwrap();
-        let (one, sharded) = (figures(&one), figures(&sharded));
-        assert!(one.iter().any(|(_, _, rows)| rows.len() > 10));
-        assert_eq!(one.len(), sharded.len());
-        for (a, b) in one.iter().zip(&sharded) {
-            assert_eq!(a, b, "rollups: {rollups}");
-        }
+        same_report(rollups).await;
     }
     nodes.stop();
 }

@@ -139,6 +139,7 @@ pub async fn build(
             max_rows: config.batch.batch_rows,
             max_age: config.batch.batch_age,
         },
+        expiry: pipeline::Expiry::new(config.schema.record_ttl_days),
     };
     Ok(Some(Service {
         sink: Arc::new(sink),

@@ -54,6 +54,11 @@ netmeter_common::declare_metrics! {
         "netmeter_sink_publish_retries_total",
         "Dead letters sent again after a failed delivery."
     );
+    RECORDS_EXPIRED = counter(
+        "netmeter_sink_records_expired_total",
+        "Records older than --record-ttl-days when read: ClickHouse drops them on arrival, so \
+         neither flows nor connection_minutes changes (a replay or backlog older than that)."
+    );
     PRODUCER_REBUILDS = counter(
         "netmeter_sink_producer_rebuilds_total",
         "Kafka producers replaced after failed deliveries."

@@ -15,7 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netmeter_common::consume::GroupConsumer;
 use netmeter_common::dead_letter::{DeadLetters, Rejected};
@@ -29,7 +30,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metric_list::{
-    BATCH_AGE, BATCHES, CONSUMER_LAG, INSERT_RETRIES, INSERT_SECONDS, PAUSE_ERRORS, ROWS_INSERTED,
+    BATCH_AGE, BATCHES, CONSUMER_LAG, INSERT_RETRIES, INSERT_SECONDS, PAUSE_ERRORS,
+    RECORDS_EXPIRED, ROWS_INSERTED,
 };
 use crate::native::{self, NativeBlock, NativeEncoder};
 use crate::row::FlowRow;
@@ -216,6 +218,55 @@ impl Consumption {
     }
 }
 
+/// Records older than `flows` keeps (`--record-ttl-days`): ClickHouse drops them on arrival (the
+/// table's TTL), so a replay or a backlog of older data changes nothing. They are inserted all
+/// the same (the table decides), counted, and logged the first time and whenever their count
+/// doubles.
+pub struct Expiry {
+    keep: Duration,
+    seen: AtomicU64,
+}
+
+impl Expiry {
+    pub fn new(record_ttl_days: u32) -> Expiry {
+        Expiry {
+            keep: Duration::from_secs(u64::from(record_ttl_days) * 86_400),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts the rows of one message that are too old for `flows`; returns how many.
+    fn check(&self, rows: &[FlowRow], message: (i32, i64)) -> u64 {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let oldest_kept = now_ms.saturating_sub(self.keep.as_millis() as u64);
+        let expired = rows
+            .iter()
+            .filter(|r| r.interval_start_unix_ms < oldest_kept)
+            .count() as u64;
+        if expired == 0 {
+            return 0;
+        }
+        metrics::counter!(RECORDS_EXPIRED.name).increment(expired);
+        let before = self.seen.fetch_add(expired, Ordering::Relaxed);
+        let total = before + expired;
+        if before == 0 || before.ilog2() != total.ilog2() {
+            tracing::warn!(
+                records = expired,
+                total,
+                partition = message.0,
+                offset = message.1,
+                record_ttl_days = self.keep.as_secs() / 86_400,
+                "records older than --record-ttl-days arrived: flows expires them on arrival and \
+                 connection_minutes and the rollups are not recomputed for them"
+            );
+        }
+        expired
+    }
+}
+
 pub struct Sink {
     pub consumer: Arc<GroupConsumer>,
     pub topic: String,
@@ -224,6 +275,7 @@ pub struct Sink {
     pub publisher: Arc<Publisher>,
     pub dead_letters: DeadLetters,
     pub limits: BatchLimits,
+    pub expiry: Expiry,
 }
 
 impl Sink {
@@ -244,7 +296,11 @@ impl Sink {
                     .map_err(|e| (e.to_string(), e.metric_label()))
             });
         match decoded {
-            Ok(rows) => batch.rows.extend(rows),
+            Ok(rows) => {
+                self.expiry
+                    .check(&rows, (message.partition(), message.offset()));
+                batch.rows.extend(rows);
+            }
             Err((reason, label)) => {
                 let rejected = Rejected {
                     topic: message.topic(),
@@ -472,6 +528,29 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_older_than_flows_keeps_are_counted() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let row = |id: u128, age_days: u64| {
+            FlowRow::try_from(netmeter_proto::flows::Flow {
+                record_id: uuid::Uuid::from_u128(id).to_string(),
+                interval_start_unix_ms: now_ms - age_days * 86_400_000,
+                local_ip: "10.0.0.1".into(),
+                remote_ip: "10.0.0.2".into(),
+                ..netmeter_proto::flows::Flow::default()
+            })
+            .unwrap()
+        };
+        let expiry = Expiry::new(7);
+        assert_eq!(expiry.check(&[row(1, 1), row(2, 6)], (0, 1)), 0);
+        assert_eq!(expiry.check(&[row(3, 8), row(4, 1), row(5, 30)], (0, 2)), 2);
+        assert_eq!(expiry.check(&[row(6, 9)], (1, 7)), 1);
+        assert_eq!(expiry.seen.load(Ordering::Relaxed), 3);
+    }
 
     fn rejected() -> clickhouse::error::Error {
         clickhouse::error::Error::BadResponse("Code: 6. DB::Exception: cannot parse".into())

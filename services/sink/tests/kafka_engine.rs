@@ -3,16 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use clickhouse::Client;
 use netmeter_proto::flows::Flow;
 use netmeter_proto::{Schema, encode_flow};
 use netmeter_sink::schema::{self, KafkaEngineSettings, SchemaSettings};
 use netmeter_tests::Stack;
+use netmeter_tests::clickhouse::tsv as text;
 use netmeter_tests::records::{TestProducer, now_ms};
-
-async fn text(client: &Client, sql: &str) -> String {
-    netmeter_tests::clickhouse::query_text(client, sql, "TabSeparated").await
-}
 
 /// Record `i` of the scenario: IPv4 locals, IPv6 remotes, `1000 + i` bytes, `i / 4` dollars;
 /// opened by the local endpoint unless `i % 5 == 4`; on an m6i.large node below 50, r6i.xlarge

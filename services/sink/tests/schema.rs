@@ -12,22 +12,11 @@ use netmeter_sink::schema::{
     SchemaSettings,
 };
 use netmeter_tests::Stack;
+use netmeter_tests::clickhouse::{run, tsv as text};
 use netmeter_tests::records::now_ms;
 use serde_json::json;
 
 const DB: &str = "netmeter";
-
-async fn text(client: &Client, sql: &str) -> String {
-    netmeter_tests::clickhouse::query_text(client, sql, "TabSeparated").await
-}
-
-async fn run(client: &Client, sql: &str) {
-    client
-        .query_raw(sql)
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
 /// A flow record as the attributor would write it; only what the scenario varies is a field.
 struct Record {

@@ -262,9 +262,28 @@ fn is_empty(by_class: &Table) -> bool {
         .all(|row| row[1].as_u64() == Some(0) && row[2].as_u64() == Some(0))
 }
 
+/// The tables recomputed from `flows` that a database holds, and where their bookkeeping is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Recomputed {
+    /// None without their change marks.
+    sources: Vec<Source>,
+    /// The ClickHouse cluster of a database laid out by `--clickhouse-cluster` (`flows` is a
+    /// `Distributed` table): every node recomputes its own shard and keeps its own change marks
+    /// and watermarks, so a table is complete for a bucket only if it is on every node.
+    cluster: Option<String>,
+}
+
+/// The cluster a `Distributed` table's `engine_full` names, e.g. `Distributed('prod', 'db',
+/// 'flows_local', ...)`.
+fn distributed_cluster(engine_full: &str) -> Option<String> {
+    let args = engine_full.strip_prefix("Distributed(")?;
+    let first = args.split(',').next()?.trim();
+    Some(first.trim_matches('\'').to_string())
+}
+
 /// Checks that the database holds `flows` with the columns the report reads; returns the
-/// tables recomputed from it that are there too (none without their change marks).
-async fn check_schema(connection: &Connection) -> Result<Vec<Source>, ReportError> {
+/// tables recomputed from it that are there too.
+async fn check_schema(connection: &Connection) -> Result<Recomputed, ReportError> {
     let database = &connection.database;
     let sql = format!(
         "SELECT table, name FROM system.columns WHERE database = {} \
@@ -292,50 +311,80 @@ async fn check_schema(connection: &Connection) -> Result<Vec<Source>, ReportErro
             column: column.to_string(),
         });
     }
+    let engine = fetch(
+        connection,
+        &format!(
+            "SELECT engine_full FROM system.tables WHERE database = {} AND name = 'flows'",
+            quote(database)
+        ),
+        "schema",
+    )
+    .await?;
+    let cluster = engine
+        .first("engine_full")
+        .and_then(Value::as_str)
+        .and_then(distributed_cluster);
     if !has("rollup_changes", "marked_at") || !has("rollup_watermarks", "refreshed_at") {
-        return Ok(Vec::new());
+        return Ok(Recomputed {
+            sources: Vec::new(),
+            cluster,
+        });
     }
-    Ok([
+    let sources = [
         Source::ConnectionMinutes,
         Source::MinuteRollup,
         Source::HourRollup,
     ]
     .into_iter()
     .filter(|s| has(s.table(), "interval_start"))
-    .collect())
+    .collect();
+    Ok(Recomputed { sources, cluster })
 }
 
-/// What the tables recomputed from `flows` (`present`) hold for `range` (see [`plan`]).
+/// What the tables recomputed from `flows` (`present`) hold for `range` (see [`plan`]). On a
+/// cluster, the watermark is the oldest of the nodes' and a pending bucket on any node is
+/// pending.
 async fn coverage(
     connection: &Connection,
-    present: &[Source],
+    present: &Recomputed,
     range: TimeRange,
 ) -> Result<Coverage, ReportError> {
     let db = &connection.database;
+    // `SELECT f(x) FROM <this>` over `sql` run on each node, or on the one server.
+    let each_node = |sql: String| match &present.cluster {
+        Some(cluster) => format!("clusterAllReplicas({}, view({sql}))", quote(cluster)),
+        None => format!("({sql})"),
+    };
     let mut states = Vec::new();
     for source in [
         Source::ConnectionMinutes,
         Source::MinuteRollup,
         Source::HourRollup,
     ] {
-        if !present.contains(&source) {
+        if !present.sources.contains(&source) {
             states.push(None);
             continue;
         }
         let table = source.table();
-        let sql = format!(
-            "SELECT
-    (SELECT toUnixTimestamp(max(refreshed_at)) FROM {db}.rollup_watermarks WHERE rollup = '{table}')
-        AS watermark,
-    (SELECT minOrNull(toUnixTimestamp(interval_start)) FROM {db}.{table}) AS earliest,
-    (SELECT minOrNull(toUnixTimestamp(interval_start))
+        let watermark = each_node(format!(
+            "SELECT toUnixTimestamp(max(refreshed_at)) AS w FROM {db}.rollup_watermarks \
+             WHERE rollup = '{table}'"
+        ));
+        let pending = each_node(format!(
+            "SELECT minOrNull(toUnixTimestamp(interval_start)) AS p
      FROM {db}.rollup_changes
      WHERE rollup = '{table}'
        AND interval_start >= '{from}' AND interval_start < '{to}'
        AND marked_at >= (SELECT max(refreshed_at) FROM {db}.rollup_watermarks
-                         WHERE rollup = '{table}')) AS pending_from",
+                         WHERE rollup = '{table}')",
             from = format_time(range.from),
             to = format_time(range.to),
+        ));
+        let sql = format!(
+            "SELECT
+    (SELECT min(w) FROM {watermark}) AS watermark,
+    (SELECT minOrNull(toUnixTimestamp(interval_start)) FROM {db}.{table}) AS earliest,
+    (SELECT min(p) FROM {pending}) AS pending_from"
         );
         let result = fetch(connection, &sql, "rollup coverage").await?;
         let number = |name: &str| result.first(name).and_then(Value::as_u64);
@@ -474,4 +523,23 @@ fn judge_nodes(result: &ResultSet, options: &Options) -> Vec<Vec<Value>> {
             .then(b.2.total_cmp(&a.2))
     });
     judged.into_iter().map(|(_, _, _, row)| row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_distributed_flows_names_its_cluster() {
+        assert_eq!(
+            distributed_cluster(
+                "Distributed('prod_cluster', 'metering', 'flows_local', cityHash64(protocol))"
+            ),
+            Some("prod_cluster".into())
+        );
+        assert_eq!(
+            distributed_cluster("ReplacingMergeTree(generation) PARTITION BY x"),
+            None
+        );
+    }
 }

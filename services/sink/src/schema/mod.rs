@@ -1,6 +1,19 @@
-//! The ClickHouse schema the sink owns: the `flows` table, its per-minute and per-hour rollups,
-//! versioned idempotent migrations ([`migrate`]), the DDL as text ([`ddl`]), and the Kafka-engine
-//! path in which ClickHouse reads the flows topic itself ([`kafka_engine`]).
+//! The ClickHouse schema the sink owns: the `flows` table, the per-connection detail and the
+//! per-minute and per-hour rollups recomputed from it, versioned idempotent migrations
+//! ([`migrate`]), the DDL as text ([`ddl`]), the Kafka-engine path in which ClickHouse reads the
+//! flows topic itself ([`kafka_engine`]), and the layout over a ClickHouse cluster ([`cluster`]).
+//!
+//! # Two tables of detail
+//!
+//! `flows` holds a row per record (a connection and direction every 5 s) and is what exactness
+//! rests on: redeliveries are deduplicated against it, a replay replaces its rows, late data
+//! lands in it. That costs ~54 B a record, ~650 B a connection-minute, so it is kept only
+//! `--record-ttl-days` (7; the replay horizon). `connection_minutes` keeps every attribute of a
+//! record, one row per connection, direction and minute, for `--ttl-days` (90): recomputed from
+//! `flows FINAL` by the rollup machinery below, it is exact, follows replays and takes late data,
+//! and costs ~14 B a connection-minute, less than a kubenetmon-shaped table of the same traffic
+//! (`cargo bench -p netmeter-sink --bench storage`): money as prices per GiB (costs are `ALIAS`
+//! columns), pods as dictionaries, ZSTD over every dictionary (`tables::rollup_table`).
 //!
 //! # `flows`: one row per record id, highest generation wins
 //!
@@ -9,12 +22,13 @@
 //! one (same id, higher generation, possibly other namespace or workload) replace the old row,
 //! and `SELECT ... FROM flows FINAL` gives single-pass totals. A retried insert with the sink's
 //! `insert_deduplication_token` is dropped by ClickHouse (`non_replicated_deduplication_window`).
-//! Partitions are days; the TTL (`--ttl-days`) drops whole days.
+//! Partitions are days; the TTL (`--record-ttl-days`) drops whole days.
 //!
 //! # Rollups that never double-count
 //!
 //! `flows_per_minute` and `flows_per_hour` hold sums of bytes, packets, cost and record count per
-//! time bucket and [`DIMENSIONS`]. An insert-triggered materialized view summing `flows` would
+//! time bucket and [`DIMENSIONS`]; `connection_minutes` is recomputed the same way (its own
+//! views, marks and watermark), keyed by every attribute of a record. An insert-triggered materialized view summing `flows` would
 //! count a redelivered or replayed record twice, because it sees inserts, not the deduplicated
 //! table. So a bucket is never incremented; it is *recomputed* from the deduplicated source:
 //!
@@ -40,11 +54,12 @@
 //!
 //! Read the rollups with `FINAL`, like `flows`. Each touched bucket is recomputed two or three
 //! times, so the work follows what was written, not the length of a look-back window, and late
-//! data of any age (a replay, a broker outage) lands in its bucket within about two minutes. The
-//! views live in ClickHouse, so the rollups also work on the Kafka-engine path where no sink
-//! runs. [`refresh_rollups`] marks a range as changed and runs the views (repairs, backfills),
-//! [`refresh_rollups_now`] runs both views immediately. Buckets older than the shorter of
-//! `--ttl-days` and `--rollup-minute-ttl-days` are never recomputed (their sources may be gone).
+//! data that `flows` still keeps (a replay, a broker outage) lands in its bucket within about two
+//! minutes. The views live in ClickHouse, so the rollups also work on the Kafka-engine path where
+//! no sink runs. [`refresh_rollups`] marks a range as changed and runs the views (repairs,
+//! backfills), [`refresh_rollups_now`] runs every view immediately. Buckets older than the
+//! shortest of `--record-ttl-days`, `--ttl-days` and `--rollup-minute-ttl-days` are never
+//! recomputed (their sources may be gone).
 //! Refreshable materialized views need ClickHouse 24.10 or later.
 //!
 //! # Migrations

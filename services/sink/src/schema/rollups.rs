@@ -158,6 +158,11 @@ impl Rollup {
         }
     }
 
+    /// `item(column, expression)` of every value, concatenated.
+    fn each_value(self, item: impl Fn(&str, &str) -> String) -> String {
+        self.values().iter().map(|(c, e)| item(c, e)).collect()
+    }
+
     /// `count()` of flow records, or the sum of the minutes' counts.
     fn records(self) -> &'static str {
         match self {
@@ -251,16 +256,8 @@ impl Rollup {
             self.bucket_seconds()
         );
         let rollup_filter = "interval_start IN changed";
-        let outer_sums: String = self
-            .values()
-            .iter()
-            .map(|(c, _)| format!("fresh.value_{c} AS {c},\n    "))
-            .collect();
-        let inner_sums: String = self
-            .values()
-            .iter()
-            .map(|(c, e)| format!("{e} AS value_{c},\n        "))
-            .collect();
+        let outer_sums = self.each_value(|c, _| format!("fresh.value_{c} AS {c},\n    "));
+        let inner_sums = self.each_value(|c, e| format!("{e} AS value_{c},\n        "));
         format!(
             "SELECT\n    bucket AS interval_start,\n    {dims},\n    {outer_sums}fresh.records AS records,\n    \
              now64(3, 'UTC') AS refreshed_at,\n    toUInt8(fresh.present = 0) AS is_deleted\n\
@@ -279,28 +276,18 @@ impl Rollup {
     /// Every bucket the source holds, summed at once: fills a rollup created after its source
     /// (schema version 6 fills `connection_minutes` from the `flows` of earlier versions, all of
     /// them, before `flows` is cut to `--record-ttl-days`). Run again, it replaces the same rows.
+    /// A large table has more groups than memory holds: the aggregation spills to disk past 1 GB.
     pub(crate) fn backfill(self, db: &str) -> String {
         let dims = self.dimensions().join(", ");
-        let sums: String = self
-            .values()
-            .iter()
-            .map(|(c, e)| format!("{e} AS value_{c}, "))
-            .collect();
-        let columns: String = self
-            .values()
-            .iter()
-            .map(|(c, _)| format!("{c}, "))
-            .collect();
-        let values: String = self
-            .values()
-            .iter()
-            .map(|(c, _)| format!("value_{c}, "))
-            .collect();
+        let sums = self.each_value(|c, e| format!("{e} AS value_{c}, "));
+        let columns = self.each_value(|c, _| format!("{c}, "));
+        let values = self.each_value(|c, _| format!("value_{c}, "));
         format!(
             "INSERT INTO {db}.{table} (interval_start, {dims}, {columns}records, refreshed_at, is_deleted)\n\
              SELECT bucket, {dims}, {values}records, now64(3, 'UTC'), 0\n\
              FROM\n(\n    SELECT {bucket}(interval_start) AS bucket, {dims}, {sums}{records} AS records\n    \
-             FROM {db}.{source} FINAL\n    GROUP BY bucket, {dims}\n)",
+             FROM {db}.{source} FINAL\n    GROUP BY bucket, {dims}\n)\n\
+             SETTINGS max_bytes_before_external_group_by = 1000000000",
             table = self.table(),
             bucket = self.bucket_function(),
             records = self.records(),
