@@ -1135,6 +1135,10 @@ fn settings_the_binaries_would_refuse_fail_the_install() {
             ],
             "clickhouse.cluster.nodes is only for clickhouse.cluster.replication=none",
         ),
+        (
+            vec!["--set", "clickhouse.retention.flowsDays=30"],
+            "clickhouse.retention.flowsDays is gone",
+        ),
     ] {
         let error = template_error(&args);
         assert!(error.contains(expected), "{args:?}: {error}");
@@ -1159,10 +1163,17 @@ fn the_kafka_engine_path_migrates_in_a_hook_and_runs_no_sink() {
     let args = args(&pod.containers[0]);
     let subcommand = args.iter().position(|a| a == "migrate").unwrap();
     assert_eq!(args[subcommand + 1], "--kafka-engine");
-    assert!(
+    assert_eq!(
         args[..subcommand]
             .iter()
-            .any(|a| a.starts_with("--ttl-days=")),
+            .filter(|a| a.contains("ttl-days="))
+            .collect::<Vec<_>>(),
+        [
+            "--record-ttl-days=7",
+            "--ttl-days=90",
+            "--rollup-minute-ttl-days=30",
+            "--rollup-hour-ttl-days=400"
+        ],
         "retention before the subcommand: {args:?}"
     );
     // With the sink, the sink migrates at start and there is no Job.

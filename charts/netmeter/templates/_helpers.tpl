@@ -123,6 +123,9 @@ fails at `helm install` instead of in a crash loop.
 {{- fail (printf "kafkaEngine.settings.%s: a value must not contain commas" $key) }}
 {{- end }}
 {{- end }}
+{{- if hasKey .Values.clickhouse.retention "flowsDays" }}
+{{- fail "clickhouse.retention.flowsDays is gone: since schema version 6, flows keeps records for clickhouse.retention.recordDays (default 7) and connection_minutes keeps the per-connection detail for clickhouse.retention.detailDays (default 90); set those instead" }}
+{{- end }}
 {{- $cluster := .Values.clickhouse.cluster }}
 {{- if and $cluster.name (eq $cluster.replication "none") (not $cluster.nodes) }}
 {{- fail "clickhouse.cluster.nodes is required with clickhouse.cluster.replication=none: the HTTP URL of every node, where the schema is created" }}
@@ -266,7 +269,8 @@ fails at `helm install` instead of in a crash loop.
 {{/* Flags of the schema's retention, for every command that migrates. */}}
 {{- define "netmeter.retentionArgs" -}}
 {{- $retention := .Values.clickhouse.retention }}
-- --ttl-days={{ int $retention.flowsDays }}
+- --record-ttl-days={{ int $retention.recordDays }}
+- --ttl-days={{ int $retention.detailDays }}
 - --rollup-minute-ttl-days={{ int $retention.minuteRollupDays }}
 - --rollup-hour-ttl-days={{ int $retention.hourRollupDays }}
 {{- end }}

@@ -116,8 +116,8 @@ pub struct SchemaSettings {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub ttl_days: u32,
-    /// Days `flows` keeps a record: what a replay or late data can still change. Keep it at
-    /// least the enriched topic's retention.
+    /// Days `flows` keeps a record: what a replay or late data can still change. Keep it at the
+    /// raw topic's retention (replays read it).
     #[arg(
         long = "record-ttl-days",
         env = "NETMETER_RECORD_TTL_DAYS",
