@@ -70,38 +70,27 @@ async fn refused_credentials_missing_and_old_schemas_say_what_to_do() {
         )
     );
 
-    migrate_to(&client, &SchemaSettings::new("old"), 3)
-        .await
-        .unwrap();
-    let err = error(&Connection::new(&url, "default", "", "old"), &options).await;
-    assert_eq!(
-        err.to_string(),
-        "old.flows has no column local_initiated: the schema is older than this report; \
-         start the netmeter-sink of this release, which migrates it"
-    );
-
-    // Version 4 has no egress path, place or network of the remote address.
-    migrate_to(&client, &SchemaSettings::new("v4"), 4)
-        .await
-        .unwrap();
-    let err = error(&Connection::new(&url, "default", "", "v4"), &options).await;
-    assert_eq!(err.label(), "old_schema", "{err}");
-    assert_eq!(
-        err.to_string(),
-        "v4.flows has no column path: the schema is older than this report; \
-         start the netmeter-sink of this release, which migrates it"
-    );
-
-    // Version 5 has no per-connection detail.
-    migrate_to(&client, &SchemaSettings::new("v5"), 5)
-        .await
-        .unwrap();
-    let err = error(&Connection::new(&url, "default", "", "v5"), &options).await;
-    assert_eq!(
-        err.to_string(),
-        "v5.connection_minutes has no column interval_start: the schema is older than this \
-         report; start the netmeter-sink of this release, which migrates it"
-    );
+    // Each older schema is refused naming the first thing it lacks: version 3 the initiator,
+    // version 4 the egress path, place and network of the remote address, version 5 the
+    // per-connection detail.
+    for (database, version, lacks) in [
+        ("old", 3, "flows has no column local_initiated"),
+        ("v4", 4, "flows has no column path"),
+        ("v5", 5, "connection_minutes has no column interval_start"),
+    ] {
+        migrate_to(&client, &SchemaSettings::new(database), version)
+            .await
+            .unwrap();
+        let err = error(&Connection::new(&url, "default", "", database), &options).await;
+        assert_eq!(err.label(), "old_schema", "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{database}.{lacks}: the schema is older than this report; start the \
+                 netmeter-sink of this release, which migrates it"
+            )
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
