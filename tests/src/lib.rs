@@ -50,10 +50,36 @@ pub use netmeter_stack::{
 };
 pub use stack::Stack;
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768-60999 by default),
+/// not from it (`bind(0)`): between this check and the server's own bind, a client's outgoing
+/// connection (Kafka, HTTP) can take an ephemeral port, and the server then fails with "address
+/// already in use" (seen in CI-like runs). Ports are handed out in turn within the process,
+/// from a start that depends on the process id, so the tests of one binary, which run in
+/// parallel, and other test processes do not pick the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 always works")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start.saturating_sub(LOW);
+    if span < 1_000 {
+        // No room below the ephemeral range: what the kernel hands out.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0 always works");
+    }
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {LOW} and {ephemeral_start}")
 }
