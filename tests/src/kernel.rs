@@ -2,11 +2,17 @@
 //! the `conntrack` tool (libnetfilter_conntrack, independent of our netlink code): the final
 //! counters of ended connections from `conntrack -E -e DESTROY` events, watched from before the
 //! first connection, and the current counters of live ones from `conntrack -L`.
+//!
+//! A burst of connections ending together (the garbage collector frees expired entries in
+//! batches) can outrun the watcher: the kernel then drops events, and the ledger would silently
+//! miss connections. `conntrack -E -b` cannot prevent it in conntrack-tools 1.4.7 (it enlarges
+//! another socket than the one it reads events from, seen with strace), so each watcher's event
+//! socket is enlarged from here, and a socket that dropped anything fails the snapshot.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -43,6 +49,10 @@ const EVENTS_WRITTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the last TCP connections may take to leave the tables after the traffic ended: a
 /// second in the mini-cluster (`nf_conntrack_tcp_timeout_time_wait`, `_close`).
 const TCP_ENDED_TIMEOUT: Duration = Duration::from_secs(30);
+/// Receive buffer asked for a watcher's event socket; the kernel doubles it: room for about
+/// 100,000 events (a DESTROY event takes ~1.3 KB of buffer: the default 212,992 B held 166,
+/// measured). The memory is used only while events wait to be read.
+const EVENT_BUFFER: libc::c_int = 64 << 20;
 
 impl KernelCounters {
     /// Starts watching `(node name, namespace)` pairs; events go to files under `dir`.
@@ -50,14 +60,18 @@ impl KernelCounters {
         let mut watchers = Vec::new();
         for (node, ns) in nodes {
             let events = dir.join(format!("conntrack-events-{node}.txt"));
-            let file = std::fs::File::create(&events)
-                .with_context(|| format!("cannot create {}", events.display()))?;
+            let create = |path: &Path| {
+                std::fs::File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))
+            };
+            let file = create(&events)?;
+            let errors = create(&events.with_extension("err"))?;
             // Line-buffered, so a line is in the file as soon as the event happened.
             let child = Command::new("ip")
                 .args(["netns", "exec", ns, "stdbuf", "-oL"])
                 .args(["conntrack", "-E", "-e", "DESTROY", "-o", "extended,id"])
                 .stdout(file)
-                .stderr(Stdio::null())
+                .stderr(errors)
                 .spawn()
                 .context("cannot start `conntrack -E`")?;
             watchers.push(Watcher {
@@ -77,6 +91,7 @@ impl KernelCounters {
                     watcher.ns
                 );
             }
+            watcher.enlarge_event_socket()?;
         }
         Ok(KernelCounters { watchers })
     }
@@ -126,6 +141,15 @@ impl KernelCounters {
             // The live table first: a connection that ends after this read is in the events.
             let live = conntrack_list(&watcher.ns)?;
             let ended = watcher.ended_since(&live)?;
+            let dropped = watcher.dropped();
+            if dropped > 0 {
+                bail!(
+                    "`conntrack -E` in {} lost {dropped} events (its netlink socket overflowed; \
+                     see {}): the kernel's ledger is incomplete",
+                    watcher.ns,
+                    watcher.events.with_extension("err").display()
+                );
+            }
             let mut by_key: HashMap<Key, Counted> = HashMap::new();
             for entry in live {
                 by_key.insert(
@@ -186,24 +210,75 @@ impl Watcher {
 
     /// Whether `conntrack -E` has subscribed: from then on the kernel queues every event for it.
     fn subscribed(&self) -> bool {
+        !self.event_sockets().is_empty()
+    }
+
+    /// The sockets `conntrack -E` receives events on.
+    fn event_sockets(&self) -> Vec<NetlinkSocket> {
         netfilter_sockets(self.process.0.id())
-            .iter()
-            .any(|socket| socket.groups != 0)
+            .into_iter()
+            .filter(|socket| socket.groups != 0)
+            .collect()
+    }
+
+    /// Gives each event socket of `conntrack -E` a receive buffer of [`EVENT_BUFFER`] bytes: the
+    /// socket is borrowed from the process (`pidfd_getfd`, the same socket, not a copy) and
+    /// enlarged as root may (`SO_RCVBUFFORCE`, past `net.core.rmem_max`).
+    fn enlarge_event_socket(&self) -> anyhow::Result<()> {
+        let pid = self.process.0.id();
+        for socket in self.event_sockets() {
+            // SAFETY: plain syscalls on descriptors this function opens and closes.
+            unsafe {
+                let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
+                if pidfd < 0 {
+                    bail!("pidfd_open({pid}): {}", std::io::Error::last_os_error());
+                }
+                let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, socket.fd, 0) as libc::c_int;
+                let got = std::io::Error::last_os_error();
+                libc::close(pidfd);
+                if fd < 0 {
+                    bail!("pidfd_getfd({pid}, {}): {got}", socket.fd);
+                }
+                let size: libc::c_int = EVENT_BUFFER;
+                let set = libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&raw const size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                let set_error = std::io::Error::last_os_error();
+                libc::close(fd);
+                if set < 0 {
+                    bail!(
+                        "cannot enlarge `conntrack -E`'s event socket in {}: {set_error}",
+                        self.ns
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Events the kernel could not queue for `conntrack -E` (its socket was full).
+    fn dropped(&self) -> u64 {
+        self.event_sockets().iter().map(|socket| socket.drops).sum()
     }
 
     /// Whether `conntrack -E` has read every event the kernel queued for it (it writes each
     /// line as it reads it).
     fn caught_up(&self) -> bool {
-        let subscribed: Vec<NetlinkSocket> = netfilter_sockets(self.process.0.id())
-            .into_iter()
-            .filter(|socket| socket.groups != 0)
-            .collect();
+        let subscribed = self.event_sockets();
         !subscribed.is_empty() && subscribed.iter().all(|socket| socket.unread == 0)
     }
 }
 
 /// One netfilter netlink socket of a process, from `/proc/<pid>/net/netlink`.
 struct NetlinkSocket {
+    /// Its file descriptor in the process.
+    fd: libc::c_int,
+    /// Messages the kernel dropped because its receive buffer was full.
+    drops: u64,
     /// The multicast groups it is subscribed to (a bit mask).
     groups: u32,
     /// Bytes queued for it that it has not read yet.
@@ -213,19 +288,18 @@ struct NetlinkSocket {
 /// The netfilter netlink sockets process `pid` holds (none if it is gone). The table lists every
 /// netlink socket of the process's network namespace; its file descriptors say which are its own.
 fn netfilter_sockets(pid: u32) -> Vec<NetlinkSocket> {
-    let own: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    // Socket inode -> file descriptor.
+    let own: HashMap<String, libc::c_int> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            let target = target.to_str()?;
-            Some(
-                target
-                    .strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .to_string(),
-            )
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            Some((inode.to_string(), fd.file_name().to_str()?.parse().ok()?))
         })
         .collect();
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")).unwrap_or_default();
@@ -236,16 +310,19 @@ fn netfilter_sockets(pid: u32) -> Vec<NetlinkSocket> {
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (protocol, groups, unread, inode) = (
+            let (protocol, groups, unread, drops, inode) = (
                 fields.get(1)?,
                 fields.get(3)?,
                 fields.get(4)?,
+                fields.get(8)?,
                 fields.get(9)?,
             );
-            if *protocol != netfilter || !own.contains(*inode) {
+            if *protocol != netfilter {
                 return None;
             }
             Some(NetlinkSocket {
+                fd: *own.get(*inode)?,
+                drops: drops.parse().ok()?,
                 groups: u32::from_str_radix(groups, 16).ok()?,
                 unread: unread.parse().ok()?,
             })

@@ -374,7 +374,10 @@ pub async fn verify(
         match difference(&expected, &stored) {
             None => break (counted, expected),
             Some(diff) if started.elapsed() > timeout => {
-                let twice = stored_twice(client, db, cluster_name, since_ms).await?;
+                let mut twice = stored_twice(client, db, cluster_name, since_ms).await?;
+                if twice.trim().is_empty() {
+                    twice = "none\n".into();
+                }
                 bail!(
                     "ClickHouse does not hold what the kernel counted after {timeout:?}:\n{diff}\
                      records of one connection, direction and interval stored under several ids:\n{twice}"

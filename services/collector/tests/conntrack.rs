@@ -90,7 +90,8 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
     let topology = NodeTopology::create().unwrap();
     let node = topology.node_ns_name().to_string();
     common::expire_closed_tcp_quickly(&node);
-    let events = common::destroy_events(&node);
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let kernel = common::kernel_ledger(&node, ledger_dir.path());
 
     let mut collecting = Collecting::start(&topology, DumpMode::Read).await;
 
@@ -123,7 +124,7 @@ async fn deltas_add_up_to_the_kernel_counters_exactly() {
 
     let live = netns::conntrack_list(&node).unwrap();
     let intervals = collecting.finish();
-    let ended = netns::parse_conntrack_events(&events.finish()).unwrap();
+    let ended = common::ended(&kernel);
     let ours = sum_by_source_port(&intervals);
 
     // Short TCP and the long DNAT'd TCP have ended: compare with their DESTROY counters.

@@ -197,8 +197,8 @@ async fn a_rolling_update_loses_no_byte() {
     let topology = NodeTopology::create().unwrap();
     let node = topology.node_ns_name().to_string();
     common::expire_closed_tcp_quickly(&node);
-    let events = common::destroy_events(&node);
     let state_dir = tempfile::tempdir().unwrap();
+    let kernel = common::kernel_ledger(&node, state_dir.path());
     let mut old = start_collector(&stack, &topology.node_ns_path(), state_dir.path(), &[]);
 
     // ~6 s of traffic across the restart: a TCP stream through the Service VIP (DNAT), one
@@ -278,7 +278,7 @@ async fn a_rolling_update_loses_no_byte() {
         "connections of the restored state ended while no collector ran",
     );
     stop(&mut new);
-    let ended = netns::parse_conntrack_events(&events.finish()).unwrap();
+    let ended = common::ended(&kernel);
 
     let batches = published(&stack).await;
     let instances = by_instance(&batches);

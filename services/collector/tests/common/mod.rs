@@ -1,11 +1,12 @@
 //! Shared by the collector's integration tests: the kernel's own counters, read with the
 //! `conntrack` tool, as the reference our deltas must add up to.
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use netmeter_collector::conntrack::Counters;
+use netmeter_tests::kernel::KernelCounters;
 use netmeter_tests::netns::KernelEntry;
-use netmeter_tests::process::KilledOnDrop;
 
 /// An entry's counters, both directions, as ours are kept.
 pub fn kernel_counters(entry: &KernelEntry) -> Counters {
@@ -31,24 +32,16 @@ pub fn expire_closed_tcp_quickly(ns: &str) {
     }
 }
 
-/// The independent reference for ended connections: the conntrack tool's DESTROY events in
-/// `ns` (final counters). `finish()` it and parse with `netns::parse_conntrack_events`.
-pub fn destroy_events(ns: &str) -> KilledOnDrop {
-    let events = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "conntrack",
-            "-E",
-            "-e",
-            "DESTROY",
-            "-o",
-            "extended",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    KilledOnDrop(events)
+/// The independent reference for ended connections: the kernel's ledger of `ns` (the conntrack
+/// tool's DESTROY events, final counters), its files in `dir`. Read with [`ended`].
+pub fn kernel_ledger(ns: &str, dir: &Path) -> KernelCounters {
+    KernelCounters::start(&[(ns.to_string(), ns.to_string())], dir).unwrap()
+}
+
+/// The connections `kernel` saw end, with their final counters.
+pub fn ended(kernel: &KernelCounters) -> Vec<KernelEntry> {
+    (kernel.snapshot().unwrap().into_iter())
+        .filter(|counted| counted.ended)
+        .map(|counted| counted.entry)
+        .collect()
 }
