@@ -101,6 +101,16 @@ impl Stack {
         self.broker.terminate(Duration::from_secs(5));
     }
 
+    /// Fault injection: freezes the broker (SIGSTOP): connections stay open, nothing is answered.
+    pub fn freeze_broker(&self) {
+        netmeter_stack::process::signal(self.broker.pid(), libc::SIGSTOP);
+    }
+
+    /// Lets a frozen broker go on (SIGCONT).
+    pub fn thaw_broker(&self) {
+        netmeter_stack::process::signal(self.broker.pid(), libc::SIGCONT);
+    }
+
     /// Starts the broker again on the same port with the same data.
     pub fn start_broker(&mut self) -> anyhow::Result<()> {
         let command = broker::command(

@@ -152,3 +152,41 @@ async fn raw_batch_through_the_broker_and_rows_through_clickhouse() {
         "ClickHouse port closed"
     );
 }
+
+/// Creating topics outlasts a broker that does not answer for longer than a request may take
+/// (frozen: its connections stay open): the request is sent again until the broker answers,
+/// and the topic then exists with its partitions.
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_are_created_once_a_silent_broker_answers() {
+    let stack = Stack::start().await.unwrap();
+    let bootstrap = stack.kafka_bootstrap();
+    let topic = "netmeter.late.v1".to_string();
+    stack.freeze_broker();
+    let creating = tokio::spawn({
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        async move { broker::create_topics(&bootstrap, &[topic], 3).await }
+    });
+    let silence = broker::CREATE_TOPICS_REQUEST_TIMEOUT + Duration::from_secs(3);
+    tokio::time::sleep(silence).await;
+    stack.thaw_broker();
+    let gave_up = creating.is_finished();
+    let created = creating.await.unwrap();
+    assert!(
+        !gave_up,
+        "finished while the broker was silent: {created:?}"
+    );
+    created.unwrap();
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let metadata = rdkafka::consumer::Consumer::fetch_metadata(
+        &consumer,
+        Some(&topic),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let found = &metadata.topics()[0];
+    assert_eq!((found.name(), found.error()), (topic.as_str(), None));
+    assert_eq!(found.partitions().len(), 3);
+}

@@ -5,12 +5,13 @@
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use netmeter_proto::{DEFAULT_TOPIC_PREFIX, Schema};
@@ -63,8 +64,16 @@ pub fn is_ready(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
+/// How long [`create_topics`] keeps retrying a broker that times out (a tansu just started on a
+/// busy machine answers its first CreateTopics slowly).
+pub const CREATE_TOPICS_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one CreateTopics request may go unanswered before it is sent again.
+pub const CREATE_TOPICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Creates `topics` with `partitions` each; topics that already exist are left alone.
-/// tansu does not auto-create topics on produce, so every topic is created up front.
+/// tansu does not auto-create topics on produce, so every topic is created up front. A timeout
+/// or a broker not ready yet is retried (creating is idempotent: a topic made by an attempt that
+/// timed out exists on the next) until [`CREATE_TOPICS_TIMEOUT`]; any other error ends it.
 pub async fn create_topics(
     bootstrap: &str,
     topics: &[String],
@@ -74,16 +83,55 @@ pub async fn create_topics(
         .set("bootstrap.servers", bootstrap)
         .create()
         .context("creating the Kafka admin client")?;
-    let new: Vec<NewTopic> = topics
-        .iter()
+    let options = AdminOptions::new()
+        .operation_timeout(Some(CREATE_TOPICS_REQUEST_TIMEOUT))
+        .request_timeout(Some(CREATE_TOPICS_REQUEST_TIMEOUT));
+    let deadline = Instant::now() + CREATE_TOPICS_TIMEOUT;
+    let new: Vec<NewTopic> = (topics.iter())
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&new, &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
-        }
+    loop {
+        let timed_out = match admin.create_topics(&new, &options).await {
+            Ok(results) => {
+                let mut timed_out = None;
+                for result in results {
+                    match result {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) if retriable(code) => {
+                            timed_out = Some(format!("{topic}: {code}"));
+                        }
+                        Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+                    }
+                }
+                timed_out
+            }
+            // A request that timed out is an `AdminOp` error, whose code
+            // `rdkafka_error_code()` does not give.
+            Err(e @ KafkaError::AdminOp(code)) if retriable(code) => Some(e.to_string()),
+            Err(e) if e.rdkafka_error_code().is_some_and(retriable) => Some(e.to_string()),
+            Err(e) => return Err(e).context("cannot create the topics"),
+        };
+        let Some(why) = timed_out else {
+            return Ok(());
+        };
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "cannot create topics {topics:?} within {CREATE_TOPICS_TIMEOUT:?}: {why}"
+        );
+        eprintln!("creating topics timed out ({why}); retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(())
+}
+
+/// Errors after which the same CreateTopics may succeed.
+fn retriable(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::NotController
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+    )
 }
