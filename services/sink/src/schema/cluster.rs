@@ -495,10 +495,7 @@ pub async fn check_cluster(
         .param("cluster", &cluster.name)
         .fetch_one()
         .await
-        .map_err(|source| SchemaError::Query {
-            statement: "SELECT count() FROM system.clusters".into(),
-            source,
-        })?;
+        .map_err(SchemaError::query("SELECT count() FROM system.clusters"))?;
     if hosts == 0 {
         return Err(SchemaError::Settings(format!(
             "ClickHouse has no cluster `{}` in its <remote_servers> (see system.clusters)",

@@ -95,10 +95,7 @@ async fn migrate_in(
         .query_raw(&format!("SELECT version FROM {db}.schema_migrations FINAL"))
         .fetch_all::<u32>()
         .await
-        .map_err(|source| SchemaError::Query {
-            statement: "SELECT version FROM schema_migrations".into(),
-            source,
-        })?
+        .map_err(SchemaError::query("SELECT version FROM schema_migrations"))?
         .into_iter()
         .collect();
     report.previous_version = applied.last().copied().unwrap_or(0);
@@ -352,10 +349,7 @@ impl LiveSchema {
                 .param("db", db)
                 .fetch_all::<T>()
                 .await
-                .map_err(|source| SchemaError::Query {
-                    statement: sql.into(),
-                    source,
-                })
+                .map_err(SchemaError::query(sql))
         }
         let databases: Vec<u64> = fetch(
             client,

@@ -219,6 +219,14 @@ pub enum SchemaError {
 }
 
 impl SchemaError {
+    /// For `map_err`: the query `statement` failed.
+    pub(crate) fn query(
+        statement: impl Into<String>,
+    ) -> impl FnOnce(clickhouse::error::Error) -> SchemaError {
+        let statement = statement.into();
+        move |source| SchemaError::Query { statement, source }
+    }
+
     /// A short, fixed label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -360,10 +368,7 @@ pub(crate) async fn execute(client: &clickhouse::Client, sql: &str) -> Result<()
         .query_raw(sql)
         .execute()
         .await
-        .map_err(|source| SchemaError::Query {
-            statement: summary(sql),
-            source,
-        })
+        .map_err(SchemaError::query(summary(sql)))
 }
 
 /// The first line of a statement, for errors and logs.

@@ -327,10 +327,7 @@ pub async fn refresh_rollups(
         .param("db", db)
         .fetch_all()
         .await
-        .map_err(|source| SchemaError::Query {
-            statement: "SELECT view FROM system.view_refreshes".into(),
-            source,
-        })?;
+        .map_err(SchemaError::query("SELECT view FROM system.view_refreshes"))?;
     if let Some(view) = stopped.into_iter().next() {
         return Err(SchemaError::RefreshStopped {
             view: format!("{db}.{view}"),
