@@ -11,13 +11,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::netns::{KernelEntry, conntrack_list, parse_conntrack_events};
+use crate::netns::{KernelEntry, conntrack_list, parse_conntrack_events, set_receive_buffer};
 use crate::process::KilledOnDrop;
 
 /// A `conntrack -E` watcher per node namespace, writing to a file we can read at any time.
@@ -226,36 +227,29 @@ impl Watcher {
     /// enlarged as root may (`SO_RCVBUFFORCE`, past `net.core.rmem_max`).
     fn enlarge_event_socket(&self) -> anyhow::Result<()> {
         let pid = self.process.0.id();
-        for socket in self.event_sockets() {
-            // SAFETY: plain syscalls on descriptors this function opens and closes.
-            unsafe {
-                let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
-                if pidfd < 0 {
-                    bail!("pidfd_open({pid}): {}", std::io::Error::last_os_error());
-                }
-                let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, socket.fd, 0) as libc::c_int;
-                let got = std::io::Error::last_os_error();
-                libc::close(pidfd);
-                if fd < 0 {
-                    bail!("pidfd_getfd({pid}, {}): {got}", socket.fd);
-                }
-                let size: libc::c_int = EVENT_BUFFER;
-                let set = libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&raw const size).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-                let set_error = std::io::Error::last_os_error();
-                libc::close(fd);
-                if set < 0 {
-                    bail!(
-                        "cannot enlarge `conntrack -E`'s event socket in {}: {set_error}",
-                        self.ns
-                    );
-                }
+        let descriptor = |fd: libc::c_long, call: &str| -> anyhow::Result<OwnedFd> {
+            if fd < 0 {
+                bail!("{call}: {}", std::io::Error::last_os_error());
             }
+            // SAFETY: a descriptor the syscall just opened for us, owned from here on.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        };
+        for socket in self.event_sockets() {
+            // SAFETY: plain syscalls; their results are checked and owned above.
+            let pidfd = descriptor(
+                unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) },
+                &format!("pidfd_open({pid})"),
+            )?;
+            let borrowed = descriptor(
+                unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), socket.fd, 0) },
+                &format!("pidfd_getfd({pid}, {})", socket.fd),
+            )?;
+            set_receive_buffer(&borrowed, EVENT_BUFFER).with_context(|| {
+                format!(
+                    "cannot enlarge `conntrack -E`'s event socket in {}",
+                    self.ns
+                )
+            })?;
         }
         Ok(())
     }

@@ -456,9 +456,10 @@ pub fn udp_sink(ns: &str, addr: SocketAddr) -> anyhow::Result<UdpSink> {
     })
 }
 
-/// SO_RCVBUFFORCE (we are root in tests) so the size is not capped by the global rmem_max;
-/// plain SO_RCVBUF (capped) without CAP_NET_ADMIN.
-fn set_receive_buffer(socket: &UdpSocket, size: libc::c_int) -> std::io::Result<()> {
+/// Gives `socket` a receive buffer of `size` bytes (the kernel doubles it): SO_RCVBUFFORCE (we
+/// are root in tests) so the size is not capped by the global rmem_max; plain SO_RCVBUF
+/// (capped) without CAP_NET_ADMIN.
+pub(crate) fn set_receive_buffer(socket: &impl AsRawFd, size: libc::c_int) -> std::io::Result<()> {
     let set = |option| {
         // SAFETY: passes a valid c_int and its size for an option that takes a c_int.
         unsafe {
